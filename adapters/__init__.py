@@ -1,0 +1,1 @@
+"""adaptd client SDK: batching event export and integrations (imports only streams.events)."""

@@ -1,0 +1,1 @@
+"""adaptd daemon: ingest, projection into DuckDB, query API, CLI."""

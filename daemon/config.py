@@ -1,0 +1,143 @@
+"""Daemon configuration: a TOML file, overridden by ``ADAPTD_*`` environment variables.
+
+Precedence, highest first: explicit keyword arguments (CLI flags), environment variables
+(``ADAPTD_PORT=8000``, nested with ``__``: ``ADAPTD_LOG__FSYNC=interval``), the TOML file
+named by ``--config`` or ``ADAPTD_CONFIG``, then the defaults in ``config/adaptd.toml``
+(mirrored by the field defaults below).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which setting and how to fix it."""
+
+
+class LogSettings(BaseModel):
+    """The stream log."""
+
+    url: str = Field("file", description="'file' (embedded, under data_dir/log) or kafka://HOST:PORT")
+    fsync: Literal["batch", "interval"] = Field(
+        "batch", description="fsync after every group of batches, or at most every interval_ms"
+    )
+    fsync_interval_ms: int = Field(5, ge=0, le=10_000)
+    segment_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    retention_bytes: int | None = Field(None, ge=0, description="None keeps everything")
+    retention_hours: float | None = Field(None, ge=0, description="None keeps everything")
+    max_pending_batches: int = Field(1024, ge=1)
+
+
+class LimitSettings(BaseModel):
+    """Ingest limits (answers 413 or 422 past them)."""
+
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(10_000, ge=1)
+    max_event_bytes: int = Field(256 * 1024, ge=256)
+
+
+class Tenant(BaseModel):
+    """A tenant and the bearer tokens that act for it."""
+
+    name: str
+    tokens: list[str] = Field(default_factory=list)
+    admin: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything the daemon reads at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ADAPTD_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Path(".adaptd")
+    host: str = "127.0.0.1"
+    port: int = Field(7710, ge=0, le=65535)
+    log: LogSettings = Field(default_factory=LogSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    tenants: list[Tenant] = Field(default_factory=list)
+    projector_batch: int = Field(5000, ge=1)
+    shutdown_timeout_s: float = Field(10.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("host must not be empty (use 127.0.0.1 for loopback)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when the daemon only listens on this machine."""
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    def token_map(self) -> dict[str, Tenant]:
+        """Bearer token -> tenant."""
+        return {tok: t for t in self.tenants for tok in t.tokens}
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by ``ADAPTD_CONFIG`` (set by ``--config``)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("ADAPTD_CONFIG")
+        return load_toml(Path(path)) if path else {}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a config file.
+
+    Raises:
+        ConfigError: the file is missing or not valid TOML (message names the file).
+    """
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found: pass an existing file to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, ``config`` (or ADAPTD_CONFIG), env and overrides.
+
+    Overrides whose value is None are ignored (unset CLI flags).
+
+    Raises:
+        ConfigError: one line per invalid setting, saying what to fix.
+    """
+    from pydantic import ValidationError
+
+    if config is not None:
+        os.environ["ADAPTD_CONFIG"] = str(config)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None

@@ -1,0 +1,24 @@
+"""Stream log backends behind one interface (see base.StreamLog)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .base import LogClosed, LogError, LogStats, Record, StreamLog
+
+__all__ = ["LogClosed", "LogError", "LogStats", "Record", "StreamLog", "open_log"]
+
+
+def open_log(url: str, data_dir: Path, **options: Any) -> StreamLog:
+    """Open the log named by ``url``: ``file`` (under ``data_dir/log``) or ``kafka://...``.
+
+    Raises:
+        LogError: the url names no known backend (message lists the known ones).
+    """
+    if url in ("file", "file://") or url.startswith("file://"):
+        from .file import FileLog
+
+        path = Path(url[len("file://"):]) if url.startswith("file://") and len(url) > 7 else data_dir / "log"
+        return FileLog(path, **options)
+    raise LogError(f"unknown log url {url!r}: use 'file' (embedded); kafka:// is not available yet")

@@ -1,0 +1,128 @@
+"""The stream log interface every backend implements (file, kafka).
+
+A log is an ordered sequence of opaque byte records per partition, each with a logical
+offset (0, 1, 2, ... per partition, like Kafka).  Writers append batches and are told the
+offsets only once the batch is durable; readers poll from an offset and never block;
+consumer groups store their position durably.
+"""
+
+from __future__ import annotations
+
+import abc
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+
+class LogError(Exception):
+    """The log could not do what was asked (closed, full, I/O error)."""
+
+
+class LogClosed(LogError):
+    """The log has been closed; nothing more can be appended."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record read back from the log."""
+
+    offset: int
+    value: bytes
+    partition: int = 0
+    timestamp_ms: int = 0
+
+
+@dataclass(slots=True)
+class LogStats:
+    """Counters a backend exposes (what it cut, dropped or retained is visible)."""
+
+    appended: int = 0
+    batches: int = 0
+    fsyncs: int = 0
+    bytes_written: int = 0
+    truncated_bytes: int = 0
+    segments_deleted: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class StreamLog(abc.ABC):
+    """A durable, append-only, partitioned record log."""
+
+    #: Number of partitions; offsets are per partition.
+    partitions: int = 1
+
+    @abc.abstractmethod
+    def submit(self, values: list[bytes], keys: list[bytes] | None = None) -> Future[list[int]]:
+        """Queue a batch for appending.
+
+        Args:
+            values: the records, in order.  An empty list resolves at once to ``[]``.
+            keys: optional partition keys, one per value (records with the same key keep
+                their order).  Backends with one partition ignore them.
+
+        Returns:
+            A future that resolves to the offset of each record once the whole batch is
+            durable (fsynced, or acknowledged by the broker), or fails with LogError.
+        """
+
+    def append(
+        self, values: list[bytes], keys: list[bytes] | None = None, timeout: float | None = None
+    ) -> list[int]:
+        """Append a batch and block until it is durable; return the records' offsets."""
+        return self.submit(values, keys).result(timeout)
+
+    @abc.abstractmethod
+    def read(self, offset: int, max_records: int = 1000, partition: int = 0) -> list[Record]:
+        """Return up to ``max_records`` durable records starting at ``offset``.
+
+        Never blocks: returns ``[]`` when nothing at or after ``offset`` is durable yet.
+        An offset below the log start (removed by retention) reads from the log start.
+        """
+
+    @abc.abstractmethod
+    def end_offset(self, partition: int = 0) -> int:
+        """The offset the next durable record will have (the high watermark)."""
+
+    @abc.abstractmethod
+    def start_offset(self, partition: int = 0) -> int:
+        """The lowest offset still held (after retention)."""
+
+    def wait(self, offset: int, timeout: float, partition: int = 0) -> bool:
+        """Wait until a record at ``offset`` is durable or ``timeout`` seconds pass.
+
+        Returns True when ``end_offset(partition) > offset``.  The default polls; backends
+        override it with a condition variable.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.end_offset(partition) <= offset:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.01, remaining))
+        return True
+
+    @abc.abstractmethod
+    def commit(self, group: str, offset: int, partition: int = 0) -> None:
+        """Durably store ``group``'s position (the next offset it will read)."""
+
+    @abc.abstractmethod
+    def committed(self, group: str, partition: int = 0) -> int | None:
+        """``group``'s stored position, or None if it never committed."""
+
+    @abc.abstractmethod
+    def stats(self) -> LogStats:
+        """Current counters."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finish pending appends (they still resolve), make them durable, release files.
+
+        Idempotent.  Appends submitted after close fail with LogClosed.
+        """
+
+    def __enter__(self) -> "StreamLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

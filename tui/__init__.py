@@ -1,0 +1,1 @@
+"""adaptd terminal dashboard; talks to the daemon over HTTP only."""
