@@ -1,0 +1,223 @@
+"""The ``adaptd`` command line.
+
+Every failure a user can fix (a bad flag, a bad config, an unreachable daemon) prints one
+line saying what to fix and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+from .config import ConfigError, load_settings
+
+DEFAULT_URL = "http://127.0.0.1:7710"
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``adaptd: error: message`` to stderr and exit 2."""
+    click.echo(f"adaptd: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _client(url: str, token: str | None) -> Any:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=10.0)
+
+
+def _request(url: str, token: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    """Call the daemon; turn every transport or HTTP failure into one clear line."""
+    import httpx
+
+    try:
+        with _client(url, token) as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        fail(f"cannot reach the daemon at {url} ({exc.__class__.__name__}): start it with `adaptd up` or pass --url")
+    if response.status_code == 401:
+        fail(f"the daemon refused the token ({_detail(response)}): pass --token or set ADAPTD_TOKEN")
+    if response.status_code >= 400:
+        fail(f"{method} {path} answered {response.status_code}: {_detail(response)}")
+    return response.json()
+
+
+def _detail(response: Any) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return response.text[:200]
+    return detail if isinstance(detail, str) else json.dumps(detail)[:300]
+
+
+url_option = click.option(
+    "--url", default=lambda: os.environ.get("ADAPTD_URL", DEFAULT_URL), show_default=DEFAULT_URL,
+    help="Daemon base URL (env ADAPTD_URL).",
+)
+token_option = click.option(
+    "--token", default=lambda: os.environ.get("ADAPTD_TOKEN"), help="Bearer token (env ADAPTD_TOKEN)."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="adaptd", message="adaptd %(version)s")
+def main() -> None:
+    """adaptd: telemetry and adaptation daemon for DSPy and other LLM programs."""
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(path_type=Path), help="TOML config file (env ADAPTD_CONFIG).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the log and DuckDB live.")
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to bind (default 7710).")
+@click.option("--log", "log_url", help="Stream log: 'file' (embedded) or kafka://HOST:PORT.")
+def up(config: Path | None, data_dir: Path | None, host: str | None, port: int | None, log_url: str | None) -> None:
+    """Start the daemon in the foreground (Ctrl+C / SIGTERM stops it gracefully)."""
+    from .server import serve
+
+    try:
+        settings = load_settings(config, data_dir=data_dir, host=host, port=port)
+        if log_url is not None:
+            settings.log.url = log_url
+        if not settings.log.url.startswith("file"):
+            raise ConfigError(f"log url {settings.log.url!r} is not supported yet: use 'file'")
+        code = serve(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+    sys.exit(code)
+
+
+@main.command()
+@url_option
+@token_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def status(url: str, token: str | None, as_json: bool) -> None:
+    """Show the daemon's health and counters."""
+    health = _request(url, token, "GET", "/v1/health")
+    stats = _request(url, token, "GET", "/v1/stats")
+    if as_json:
+        click.echo(json.dumps({"health": health, "stats": stats}, indent=2))
+        return
+    click.echo(f"adaptd {health.get('version')} at {url}: {health.get('status')}")
+    for key, value in stats.items():
+        click.echo(f"  {key:22} {value}")
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="Data dir whose log to replay.")
+@click.option("--into", type=click.Path(path_type=Path), required=True, help="DuckDB file to build.")
+@click.option("--overwrite", is_flag=True, help="Replace --into if it exists.")
+def replay(data_dir: Path, into: Path, overwrite: bool) -> None:
+    """Rebuild a DuckDB database from the stream log alone."""
+    from streams.log.file import FileLog
+
+    from .replay import replay as run_replay
+
+    log_dir = data_dir / "log"
+    if not log_dir.is_dir():
+        fail(f"no log at {log_dir}: pass the --data-dir the daemon ran with")
+    if into.exists() and not overwrite:
+        fail(f"{into} exists: pass --overwrite or choose another --into")
+    log = FileLog(log_dir, read_only=True)
+    try:
+        result = run_replay(log, into, overwrite=overwrite)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    finally:
+        log.close()
+    click.echo(json.dumps(_plain(result), default=str))
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+    return obj
+
+
+@main.command()
+@url_option
+@token_option
+@click.option("--json", "payload", help="The whole event as JSON ('-' reads stdin).")
+@click.option("--kind", default="execution", show_default=True, help="Event kind (with field flags).")
+@click.option("--program", help="Program name.")
+@click.option("-f", "--field", "fields", multiple=True, metavar="KEY=VALUE", help="Extra field (VALUE parsed as JSON if it can be).")
+def emit(url: str, token: str | None, payload: str | None, kind: str, program: str | None, fields: tuple[str, ...]) -> None:
+    """Send one event from the shell; id and ts are filled in when missing."""
+    from streams.events import new_id, utcnow
+
+    if payload is not None:
+        text = sys.stdin.read() if payload == "-" else payload
+        try:
+            event = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            fail(f"--json is not valid JSON: {exc}")
+        if not isinstance(event, dict):
+            fail("--json must be one JSON object")
+    else:
+        event = {"kind": kind}
+        if program is not None:
+            event["program"] = program
+        for item in fields:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                fail(f"--field {item!r} must look like KEY=VALUE")
+            try:
+                event[key] = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                event[key] = raw
+    event.setdefault("id", str(new_id()))
+    event.setdefault("ts", utcnow().isoformat())
+    event.setdefault("source", "adaptd-cli")
+    answer = _request(url, token, "POST", "/v1/events", content=orjson.dumps([event]),
+                      headers={"Content-Type": "application/json"})
+    if answer.get("rejected"):
+        fail(f"event rejected: {answer['rejected'][0]['reason']}")
+    click.echo(event["id"])
+
+
+@main.command()
+@url_option
+@token_option
+@click.option("--kind", help="Only this kind.")
+@click.option("--program", help="Only this program.")
+@click.option("--from-offset", type=int, help="Start at this log offset (default: now).")
+@click.option("-n", "--max-events", type=int, help="Stop after this many events.")
+def tail(url: str, token: str | None, kind: str | None, program: str | None, from_offset: int | None, max_events: int | None) -> None:
+    """Follow events as they arrive (one JSON object per line)."""
+    import httpx
+
+    params = {k: v for k, v in {"kind": kind, "program": program, "from_offset": from_offset,
+                                "max_events": max_events}.items() if v is not None}
+    try:
+        with _client(url, token) as client, client.stream(
+            "GET", "/v1/stream", params=params, timeout=httpx.Timeout(10.0, read=None)
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                fail(f"tail answered {response.status_code}: {_detail(response)}")
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    click.echo(line[6:])
+    except httpx.TransportError as exc:
+        fail(f"cannot reach the daemon at {url} ({exc.__class__.__name__}): start it with `adaptd up` or pass --url")
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of events, for emitters in other languages."""
+    from streams.events import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
