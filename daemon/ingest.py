@@ -1,9 +1,9 @@
 """Turning a request body into log records: decode, validate, dead-letter (pure, no I/O).
 
 The hot path of the daemon.  A batch is parsed once with orjson, validated in one
-pydantic-core call (which reports every invalid item with its index), and each valid
-event is written to the log as the JSON it was sent in, with the tenant set from the
-credential, unknown fields folded into ``attrs``, and ``id`` / ``ts`` in canonical form.
+pydantic-core call into plain dicts (which reports every invalid item with its index),
+and each valid event is written to the log in canonical form: tenant set from the
+credential, unknown fields folded into ``attrs``, ``ts`` in UTC, defaults filled in.
 Invalid items become dead-letter records with their reason; they never cost the valid
 events beside them.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from streams.events import DeadLetter, event_list_adapter, fold_unknown, new_id
+from streams.events import DEFAULTS, DeadLetter, fold_unknown, new_id, wire_list_adapter
 
 #: Longest payload excerpt kept in a dead letter.
 DEAD_LETTER_PAYLOAD_CHARS = 4096
@@ -180,7 +180,7 @@ def prepare(
             positions.append(i)
 
     try:
-        models = event_list_adapter.validate_python(candidates)
+        valid = wire_list_adapter.validate_python(candidates)
     except ValidationError as exc:
         # One pydantic call reports every invalid item; validate the rest once more.
         by_item: dict[int, list[dict[str, Any]]] = {}
@@ -188,28 +188,23 @@ def prepare(
             by_item.setdefault(err["loc"][0], []).append(err)
         for j, errs in by_item.items():
             reasons[positions[j]] = _reason(errs)
-        models = event_list_adapter.validate_python(
-            [c for j, c in enumerate(candidates) if j not in by_item]
-        )
+        valid = wire_list_adapter.validate_python([c for j, c in enumerate(candidates) if j not in by_item])
 
     out = Prepared()
-    model_iter = iter(models)
+    valid_iter = iter(valid)
     dumps = orjson.dumps
     max_bytes = limits.max_event_bytes
+    utc = dt.timezone.utc
     for i, item in enumerate(items):
         reason = reasons.get(i)
         if reason is None:
-            model = next(model_iter)
-            # Canonical forms for the fields downstream code keys and orders on.
-            ts = model.ts
+            event = next(valid_iter)
+            ts = event["ts"]
             if ts.tzinfo is None:
-                ts = ts.replace(tzinfo=dt.timezone.utc)
+                event["ts"] = ts.replace(tzinfo=utc)
             elif ts.utcoffset():
-                ts = ts.astimezone(dt.timezone.utc)
-            item["id"] = model.id
-            item["ts"] = ts
-            item["v"] = model.v
-            record = dumps(item)
+                event["ts"] = ts.astimezone(utc)
+            record = dumps({**DEFAULTS[event["kind"]], **event})
             if len(record) <= max_bytes:
                 out.records.append(record)
                 out.accepted += 1
