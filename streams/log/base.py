@@ -21,9 +21,13 @@ class LogClosed(LogError):
     """The log has been closed; nothing more can be appended."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """One record read back from the log."""
+    """One record read back from the log (treat as read-only).
+
+    Not frozen on purpose: a frozen dataclass's __init__ costs ~3x more, and read() builds
+    one per record on the hot path of projection and replay.
+    """
 
     offset: int
     value: bytes

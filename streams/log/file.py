@@ -3,71 +3,40 @@
 Directory layout::
 
     00000000000000000000.seg   frames (see framing), named by the first offset they hold
-    positions/<group>.pos      a consumer group's committed position, replaced atomically
+    positions/<group>.pos      consumer group positions (see positions)
     LOCK                       flock'ed while open, so two processes never write one log
 
-Callers put batches on a bounded queue; one writer thread takes every waiting batch,
-writes them with one ``write``, fsyncs once and then resolves each batch's future, so
-the cost of an fsync is shared by all concurrent writers (group commit).  Only fsynced
-records are visible to readers.  Readers ``pread`` their own descriptors under one lock,
-so retention can close a segment's descriptor without pulling it from under a read.
+Modules: ``framing`` (bytes of a frame), ``segment`` (one file: read, scan, recover),
+``writer`` (the thread doing group commit), ``positions`` (consumer groups), and this
+one, which ties them together and owns what readers see.  Only fsynced records are
+visible.  Readers ``pread`` under one lock, which is also what retention takes to close
+a deleted segment's descriptor, so a read never loses its file mid-way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
-import re
 import threading
 import time
 from bisect import bisect_right
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from concurrent.futures import Future
 from itertools import repeat
-from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Literal
 
 from . import framing
 from .base import LogClosed, LogError, LogStats, Record, StreamLog
+from .positions import Positions, check_group
+from .segment import Segment, fsync_dir, list_bases, segment_path
+from .writer import Writer
 
 logger = logging.getLogger(__name__)
 
-_SUFFIX = ".seg"
-_NAME = re.compile(r"(\d{20})\.seg\Z")
-_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-_CHUNK = 1 << 20  # bytes per pread when scanning; also the sparse index spacing
-_MAX_READ = 8 << 20  # largest single pread of a read() call
-_MAX_GROUP_BYTES = 16 << 20  # cap one write group so a deep queue does not balloon memory
-_CURSORS = 64  # remembered read positions (one per sequential reader is plenty)
-_first = itemgetter(0)
-
-
-class _Segment:
-    """One segment file.  ``size``/``end`` count durable bytes/offsets only."""
-
-    __slots__ = ("base", "path", "size", "end", "last_ts", "index", "fd")
-
-    def __init__(self, base: int, path: Path, size: int, end: int) -> None:
-        self.base = base
-        self.path = path
-        self.size = size
-        self.end = end
-        self.last_ts: int | None = None
-        # Sparse (offset, byte position) pairs, ascending; None until built (old segments
-        # are only scanned when a random read or the age retention needs them).
-        self.index: list[tuple[int, int]] | None = None
-        self.fd: int | None = None  # read descriptor, opened lazily, under _io_lock
-
-
-def _fsync_dir(path: Path) -> None:
-    # A new or renamed file is durable only once its directory entry is.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_CURSORS = 64  # remembered read positions: one per sequential reader is plenty
 
 
 class FileLog(StreamLog):
@@ -84,82 +53,107 @@ class FileLog(StreamLog):
         retention_hours: float | None = None,
         max_pending_batches: int = 1024,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
-        """Open (creating if needed) the log in ``path`` and recover its torn tail.
+        """Open (creating if needed) the log in ``path`` and cut its torn tail.
 
         Args:
-            path: the log directory; created with its parents.
+            path: the log directory; created with its parents (unless ``read_only``).
             fsync: "batch" fsyncs every write group; "interval" at most once per
                 ``fsync_interval_ms`` (acks still wait for the fsync that covers them).
             fsync_interval_ms: see ``fsync``.
-            segment_bytes: a segment is rolled before a batch would take it past this.
+            segment_bytes: a new segment starts before a batch would pass this size.
             retention_bytes: delete oldest segments while the log is larger than this.
             retention_hours: delete segments whose newest record is older than this.
             max_pending_batches: batches that may wait for the writer; more are refused.
             clock: seconds since the epoch, for record timestamps and age retention.
+            read_only: read what was valid when opened, without locking, writing or
+                truncating anything (e.g. to replay a log in use); appends and commits
+                fail with LogError.
 
         Raises:
             ValueError: an option is out of range.
-            LogError: another FileLog holds the directory, or a file cannot be read.
+            LogError: another FileLog holds the directory, a read-only log does not
+                exist, or a position file is damaged.
         """
         if fsync not in ("batch", "interval"):
             raise ValueError(f"fsync must be 'batch' or 'interval', not {fsync!r}")
         if segment_bytes <= framing.HEADER_SIZE or max_pending_batches < 1 or fsync_interval_ms < 0:
             raise ValueError("segment_bytes, max_pending_batches or fsync_interval_ms out of range")
         self.path = Path(path)
-        self._policy = fsync
-        self._interval = fsync_interval_ms / 1000
-        self._segment_bytes = segment_bytes
         self._retention_bytes = retention_bytes
         self._retention_hours = retention_hours
-        self._max_pending = max_pending_batches
         self._clock = clock
+        self._read_only = read_only
         self._stats = LogStats()
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)  # writer waits for batches
+        self._lock = threading.Lock()  # the segment tuple, durable sizes/ends, counters
         self._durable = threading.Condition(self._lock)  # wait() waits for the watermark
         self._io_lock = threading.Lock()  # read descriptors and the cursor cache
-        self._retention_lock = threading.Lock()
-        self._queue: deque[tuple[list[bytes], Future[list[int]]]] = deque()
-        self._closing = False
+        self._retention_lock = threading.Lock()  # retention and commits, one at a time
         self._closed = False
-        self._broken: LogError | None = None
-        self._cursors: OrderedDict[int, tuple[_Segment, int]] = OrderedDict()
-        self._frame_estimate = 512  # average frame bytes seen, sizes read() preads
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._positions_dir = self.path / "positions"
-        self._positions_dir.mkdir(exist_ok=True)
-        self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        self._cursors: OrderedDict[int, tuple[Segment, int]] = OrderedDict()
+        self._frame_estimate = 512  # bytes per frame seen by reads, to size the preads
+        self._lock_fd = -1
+        self._writer: Writer | None = None
+        if read_only:
+            if not self.path.is_dir():
+                raise LogError(f"no log at {self.path}")
+        else:
+            if not self.path.is_dir():
+                self.path.mkdir(parents=True)
+                fsync_dir(self.path.parent)  # the new directory's entry must survive a crash
+            self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self._lock_fd)
+                raise LogError(f"log directory {self.path} is in use by another FileLog") from None
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self._lock_fd)
-            raise LogError(f"log directory {self.path} is in use by another FileLog") from None
-        try:
-            self._positions = self._load_positions()
-            self._segments = self._recover()
+            self._positions = Positions(self.path / "positions", create=not read_only)
+            self._segments = self._open_segments()
+            if not read_only:
+                self._writer = Writer(
+                    self.path, self._segments[-1], policy=fsync, interval_s=fsync_interval_ms / 1000,
+                    segment_bytes=segment_bytes, max_pending=max_pending_batches, clock=clock,
+                    on_durable=self._durable_now, on_roll=self._rolled, on_exit=self._writer_exited,
+                )
         except BaseException:
-            os.close(self._lock_fd)
+            self._release()
             raise
-        active = self._segments[-1]
-        # Writer-thread state: bytes written (maybe not yet synced) and the next offset.
-        self._wfd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
-        self._write_pos = active.size
-        self._next_offset = active.end
-        self._unsynced: list[tuple[Future[list[int]], int, int]] = []
-        self._last_sync = float("-inf")
-        self._writer = threading.Thread(target=self._run_writer, name=f"filelog-writer:{self.path.name}", daemon=True)
-        self._writer.start()
+
+    def _open_segments(self) -> tuple[Segment, ...]:
+        """List the segments, cut the last one's torn tail, create segment 0 if none."""
+        bases = list_bases(self.path)
+        if not bases and not self._read_only:
+            os.close(os.open(segment_path(self.path, 0), os.O_WRONLY | os.O_CREAT, 0o644))
+            fsync_dir(self.path)
+        elif not bases:  # read-only and empty: nothing to read
+            segment = Segment(0, segment_path(self.path, 0), 0, 0)
+            segment.index = []
+            return (segment,)
+        # A sealed segment ends where the next begins; only the last one is scanned now.
+        segments = [Segment(b, segment_path(self.path, b), 0, b) for b in bases or [0]]
+        for segment, following in zip(segments, segments[1:]):
+            segment.size, segment.end = segment.path.stat().st_size, following.base
+        last = segments[-1]
+        cut = last.recover(truncate=not self._read_only)
+        last.close_reader()  # reads reopen it lazily
+        if self._read_only:
+            self._stats.extra["ignored_tail_bytes"] = cut
+        else:
+            self._stats.truncated_bytes = cut
+        return tuple(segments)
 
     # ------------------------------------------------------------------ appending
 
     def submit(self, values: list[bytes], keys: list[bytes] | None = None) -> Future[list[int]]:
-        """Queue a batch; never blocks.  See StreamLog.submit.
+        """Queue a batch for the writer thread; never blocks.  See StreamLog.submit.
 
         The future fails with LogClosed after close(), with LogError("log writer queue
         full") when ``max_pending_batches`` batches already wait, and with LogError when
-        writing or fsyncing fails (the log then refuses appends until reopened).
-        Callbacks added to the future run on the writer thread: keep them short.
+        writing or fsyncing fails (the log then refuses appends until reopened, and the
+        failed batches are not in the log) or the log is read-only.  Callbacks added to
+        the future run on the writer thread: keep them short.
 
         Raises:
             TypeError: a value is not bytes (a caller bug, reported at once).
@@ -167,144 +161,268 @@ class FileLog(StreamLog):
         values = list(values)
         if not set(map(type, values)) <= {bytes}:
             raise TypeError("FileLog records must be bytes")
+        if values and self._writer is not None:
+            return self._writer.submit(values)
         future: Future[list[int]] = Future()
-        with self._lock:
-            if self._closing:
-                future.set_exception(LogClosed(f"log {self.path} is closed"))
-            elif self._broken is not None:
-                future.set_exception(self._broken)
-            elif not values:
-                future.set_result([])
-            elif len(self._queue) >= self._max_pending:
-                self._stats.extra["rejected_batches"] = self._stats.extra.get("rejected_batches", 0) + 1
-                future.set_exception(LogError("log writer queue full"))
-            else:
-                self._queue.append((values, future))
-                self._work.notify()
+        if self._closed or (self._writer is not None and self._writer.closing):
+            future.set_exception(LogClosed(f"log {self.path} is closed"))
+        elif self._writer is None:
+            future.set_exception(LogError(f"log {self.path} is open read-only"))
+        else:
+            future.set_result([])
         return future
 
-    def _run_writer(self) -> None:
-        try:
-            while self._writer_step():
-                pass
-        except BaseException as exc:  # never leave a caller waiting on a dead thread
-            logger.exception("file log writer crashed")
-            self._fail(LogError(f"log writer crashed: {exc!r}"))
-
-    def _writer_step(self) -> bool:
-        """Write one group, fsync when the policy says so; False when closed and drained."""
+    def _durable_now(self, segment: Segment, size: int, end: int, batches: int, records: int) -> None:
+        # Writer callback after each fsync: readers may now see up to ``end``.
         with self._lock:
-            while not self._queue and not self._closing:
-                if not self._unsynced:
-                    self._work.wait()
-                elif (due := self._last_sync + self._interval - time.monotonic()) > 0:
-                    self._work.wait(due)
-                else:
-                    break
-            group, size = [], 0
-            while self._queue and (not group or size < _MAX_GROUP_BYTES):
-                values, future = self._queue.popleft()
-                group.append((values, future))
-                size += framing.encoded_size(values)
-            closing = self._closing
-        if self._broken is not None:
-            for _, future in group:
-                future.set_exception(self._broken)
-            return bool(group) or not closing
-        try:
-            if group:
-                self._write_group(group)
-            if self._unsynced and (
-                self._policy == "batch" or closing or time.monotonic() >= self._last_sync + self._interval
-            ):
-                self._sync()
-        except Exception as exc:
-            error = LogError(f"write to {self.path} failed: {exc!r}")
-            error.__cause__ = exc
-            self._fail(error)
-        return bool(group) or not closing or bool(self._unsynced)
-
-    def _write_group(self, group: list[tuple[list[bytes], Future[list[int]]]]) -> None:
-        parts: list[bytes] = []
-        size = 0
-        ts = int(self._clock() * 1000)
-        for values, future in group:
-            if not future.set_running_or_notify_cancel():
-                continue  # cancelled while waiting: never written
-            batch_size = framing.encoded_size(values)
-            if self._write_pos + size > 0 and self._write_pos + size + batch_size > self._segment_bytes:
-                self._write(parts)
-                parts, size = [], 0
-                self._roll()
-            first = self._next_offset
-            try:
-                size += framing.encode_into(parts, values, first, ts)
-            except ValueError as exc:  # too large a record: fail this batch only
-                future.set_exception(LogError(str(exc)))
-                continue
-            self._next_offset = first + len(values)
-            self._unsynced.append((future, first, len(values)))
-        self._write(parts)
-        self._segments[-1].last_ts = ts
-
-    def _write(self, parts: list[bytes]) -> None:
-        if not parts:
-            return
-        data = memoryview(b"".join(parts))
-        active = self._segments[-1]
-        if active.index is not None and (not active.index or self._write_pos - active.index[-1][1] >= _CHUNK):
-            active.index.append((self._next_offset - len(parts) // 2, self._write_pos))
-        while data:
-            written = os.write(self._wfd, data)
-            data = data[written:]
-            self._write_pos += written
-            self._stats.bytes_written += written
-
-    def _sync(self) -> None:
-        """fdatasync the active segment, publish the new watermark, resolve futures."""
-        os.fdatasync(self._wfd)  # appends: the size is flushed too, mtime is not needed
-        self._last_sync = time.monotonic()
-        acked, self._unsynced = self._unsynced, []
-        with self._lock:
-            active = self._segments[-1]
-            active.size, active.end = self._write_pos, self._next_offset
+            segment.size, segment.end = size, end
             self._stats.fsyncs += 1
-            self._stats.batches += len(acked)
-            self._stats.appended += sum(n for _, _, n in acked)
+            self._stats.batches += batches
+            self._stats.appended += records
             self._durable.notify_all()
-        for future, first, n in acked:
-            future.set_result(list(range(first, first + n)))
 
-    def _roll(self) -> None:
-        """Seal the active segment (synced) and start a new one at the next offset."""
-        if self._unsynced or self._write_pos != self._segments[-1].size:
-            self._sync()
-        os.close(self._wfd)
-        path = self.path / f"{self._next_offset:020d}{_SUFFIX}"
-        self._wfd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        _fsync_dir(self.path)
-        segment = _Segment(self._next_offset, path, 0, self._next_offset)
-        segment.index = []
+    def _writer_exited(self) -> None:
+        # Writer callback: close() called on the writer thread (from a future's callback)
+        # could not wait for the drain, so the files are released here, after it.
+        if self._writer is not None and self._writer.closing:
+            self._release()
+
+    def _rolled(self, segment: Segment) -> None:
+        # Writer callback: a new active segment exists.  Retention runs here, off the
+        # callers' threads; it must never stop appends, and simply runs again next roll.
         with self._lock:
             self._segments = (*self._segments, segment)
-        self._write_pos = 0
         try:
             self.enforce_retention()
-        except Exception:  # retention must never stop appends; it retries at the next roll
+        except Exception:
             logger.exception("file log retention failed")
 
-    def _fail(self, error: LogError) -> None:
-        """Fail every unacked batch, refuse further appends, drop unsynced bytes."""
-        failed, self._unsynced = self._unsynced, []
+    # ------------------------------------------------------------------ reading
+
+    def read(self, offset: int, max_records: int = 1000, partition: int = 0) -> list[Record]:
+        """Return up to ``max_records`` durable records from ``offset``; never blocks.
+
+        Returns ``[]`` at or past the end and for ``max_records <= 0``; an offset below
+        ``start_offset()`` reads from the start.  Where each read ends is remembered, so
+        the next read from there goes on without a search (sequential reads cost one
+        pread); another offset is found through its segment's sparse index.
+
+        Raises:
+            ValueError: ``offset`` is negative or ``partition`` is not 0.
+            LogClosed: the log is closed.
+            LogError: a frame is damaged, a segment is shorter than its offsets say, or
+                reading failed.
+        """
+        _check_partition(partition)
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, not {offset}")
+        if max_records <= 0:
+            return []
+        values: list[bytes] = []
+        stamps: list[int] = []
+        with self._io_lock:
+            try:
+                first = self._read_into(offset, max_records, values, stamps)
+            except OSError as exc:
+                raise LogError(f"cannot read {self.path}: {exc}") from exc
+        offsets = range(first, first + len(values))
+        return list(map(Record, offsets, values, repeat(0), stamps))
+
+    def _read_into(self, offset: int, max_records: int, values: list[bytes], stamps: list[int]) -> int:
+        """Append the payloads/timestamps read() returns; return the first offset (under the read lock)."""
         with self._lock:
-            self._broken = error
-            failed += [(future, 0, 0) for _, future in self._queue]
-            self._queue.clear()
-            self._stats.extra["failed_batches"] = self._stats.extra.get("failed_batches", 0) + len(failed)
-        for future, _, _ in failed:
-            if not future.done():
-                future.set_exception(error)
-        try:  # unacked bytes must not come back as records after a reopen
-            os.ftruncate(self._wfd, self._segments[-1].size)
-        except OSError:
-            pass
+            if self._closed:
+                raise LogClosed(f"log {self.path} is closed")
+            segments = self._segments
+            active = segments[-1]
+            active_size, end = active.size, active.end  # one consistent durable view
+        offset = first = max(offset, segments[0].base)
+        if offset >= end:
+            return first
+        want = min(max_records, end - offset)
+        cursor = self._cursors.pop(offset, None)
+        if cursor is None:
+            segment = segments[bisect_right([s.base for s in segments], offset) - 1]
+            cursor = segment, segment.locate(offset, active_size if segment is active else segment.size)
+        segment, pos = cursor
+        while True:
+            limit, stop = (active_size, end) if segment is active else (segment.size, segment.end)
+            take = min(want - len(values), stop - offset)
+            if take > 0:
+                start = pos
+                pos = segment.read_frames(pos, limit, offset, take, values, stamps, self._frame_estimate)
+                self._frame_estimate = (pos - start) // take + 1
+                offset = first + len(values)
+            if len(values) >= want:
+                break
+            segment, pos = segments[segments.index(segment) + 1], 0  # go on in the next one
+        self._cursors[offset] = (segment, pos)
+        if len(self._cursors) > _CURSORS:
+            self._cursors.popitem(last=False)
+        return first
+
+    def end_offset(self, partition: int = 0) -> int:
+        """The offset the next durable record will get (the durable high watermark)."""
+        _check_partition(partition)
+        with self._lock:
+            return self._segments[-1].end
+
+    def start_offset(self, partition: int = 0) -> int:
+        """The lowest offset still held; rises when retention deletes segments."""
+        _check_partition(partition)
+        with self._lock:
+            return self._segments[0].base
+
+    def wait(self, offset: int, timeout: float, partition: int = 0) -> bool:
+        """Block until ``offset`` is durable.
+
+        Returns:
+            True once ``end_offset() > offset``; False when ``timeout`` seconds pass or
+            the log is closed first.  Woken by the writer's fsync, never polls.
+        """
+        _check_partition(partition)
+        with self._lock:
+            self._durable.wait_for(lambda: self._segments[-1].end > offset or self._closed, timeout)
+            return self._segments[-1].end > offset
+
+    # ------------------------------------------------------------------ retention
+
+    def enforce_retention(self) -> int:
+        """Delete the oldest sealed segments the retention settings no longer keep.
+
+        A segment goes while the log is larger than ``retention_bytes``, or when its
+        newest record is older than ``retention_hours`` by the injected clock.  Deletion
+        stops at the first segment that must stay, at the active segment, and at the
+        first segment holding offsets at or above the lowest committed position of any
+        group (some group has not read them).  With no group committed, positions hold
+        nothing back.  Runs by itself after every segment roll.
+
+        Returns:
+            The number of segments deleted (0 when none may go or none is configured).
+
+        Raises:
+            LogError: a sealed segment is damaged (found while scanning for its age).
+        """
+        if self._read_only or (self._retention_bytes is None and self._retention_hours is None):
+            return 0
+        with self._retention_lock:
+            with self._lock:
+                segments = self._segments
+            floor = self._positions.floor()
+            total = sum(s.size for s in segments)
+            now_ms = self._clock() * 1000
+            doomed: list[Segment] = []
+            for segment in segments[:-1]:
+                if floor is not None and segment.end > floor:
+                    break
+                too_old = False
+                if self._retention_hours is not None:
+                    if segment.last_ts is None:
+                        with self._io_lock:
+                            segment.build_index()
+                    too_old = now_ms - (segment.last_ts or 0) > self._retention_hours * 3_600_000
+                if not (too_old or (self._retention_bytes is not None and total > self._retention_bytes)):
+                    break
+                doomed.append(segment)
+                total -= segment.size
+            if not doomed:
+                return 0
+            with self._lock:
+                self._segments = self._segments[len(doomed):]
+                self._stats.segments_deleted += len(doomed)
+            with self._io_lock:  # waits out any read still using these descriptors
+                for segment in doomed:
+                    segment.close_reader()
+                for offset in [o for o, (s, _) in self._cursors.items() if s in doomed]:
+                    del self._cursors[offset]
+            for segment in doomed:
+                logger.info("retention deleted %s (offsets %d-%d)", segment.path, segment.base, segment.end - 1)
+                segment.path.unlink()
+            fsync_dir(self.path)
+            return len(doomed)
+
+    # ------------------------------------------------------------------ positions
+
+    def commit(self, group: str, offset: int, partition: int = 0) -> None:
+        """Durably store ``group``'s position (the next offset it will read).
+
+        Raises:
+            ValueError: ``group`` is not a safe file name (see positions.check_group),
+                ``offset`` is negative, or ``partition`` is not 0.
+            LogClosed: the log is closed.
+            LogError: the log is read-only or the position file could not be written
+                (the previous position stays).
+        """
+        _check_partition(partition)
+        check_group(group)
+        if self._closed:
+            raise LogClosed(f"log {self.path} is closed")
+        if self._read_only:
+            raise LogError(f"log {self.path} is open read-only")
+        with self._retention_lock:  # retention must not act on a floor being changed
+            try:
+                self._positions.commit(group, offset)
+            except OSError as exc:
+                raise LogError(f"cannot commit {group!r} in {self.path}: {exc}") from exc
+
+    def committed(self, group: str, partition: int = 0) -> int | None:
+        """``group``'s last committed position, or None if it never committed.
+
+        Raises:
+            ValueError: ``group`` is not a safe file name or ``partition`` is not 0.
+        """
+        _check_partition(partition)
+        return self._positions.get(group)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stats(self) -> LogStats:
+        """A snapshot of the counters.
+
+        ``appended``/``batches`` count acknowledged records/batches, ``fsyncs`` fsyncs
+        that acknowledged something, ``bytes_written`` frame bytes written (durable or
+        not), ``truncated_bytes`` torn-tail bytes cut when opening, ``segments_deleted``
+        segments removed by retention.  ``extra``: ``segments`` held now,
+        ``pending_batches`` waiting for the writer, ``rejected_batches`` refused because
+        the queue was full, ``failed_batches`` failed by a write or fsync error (and, for
+        a read-only log, ``ignored_tail_bytes``: an invalid tail it did not cut).
+        """
+        writer = self._writer
+        with self._lock:
+            stats = dataclasses.replace(self._stats, extra={**self._stats.extra, "segments": len(self._segments)})
+        if writer is not None:
+            stats.bytes_written = writer.bytes_written
+            stats.extra.update(
+                pending_batches=writer.pending, rejected_batches=writer.rejected, failed_batches=writer.failed
+            )
+        return stats
+
+    def close(self) -> None:
+        """Resolve every batch submitted before, fsync, stop the writer, close files.
+
+        Idempotent.  Later ``submit`` calls fail with LogClosed and ``read`` raises it.
+        Called from a future's callback (on the writer thread) it cannot wait for the
+        drain: the writer finishes the queue and releases the files on its way out.
+        """
+        if self._writer is not None and not self._writer.close():
+            return
+        self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._durable.notify_all()
+        with self._io_lock:
+            for segment in getattr(self, "_segments", ()):
+                segment.close_reader()
+            self._cursors.clear()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # drops the flock: another FileLog may open the log now
+            self._lock_fd = -1
+
+
+def _check_partition(partition: int) -> None:
+    if partition != 0:
+        raise ValueError(f"FileLog has a single partition 0, not {partition}")
