@@ -12,6 +12,8 @@ and re-sent spilled events are never parsed again.
 from __future__ import annotations
 
 import gzip
+import random
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,9 +23,8 @@ import orjson
 
 Outcome = Literal["ok", "permanent", "transient"]
 
-#: Status codes that a resend cannot fix (the ingest contract); other 4xx count too.
-PERMANENT_STATUS = frozenset({400, 401, 403, 413, 422})
-#: Status codes worth retrying: timeouts, throttling and server errors.
+#: Status codes worth retrying besides 5xx: request timeout and throttling. Every other
+#: non-2xx status (400, 401, 403, 413, 415, 422, 404...) is permanent.
 TRANSIENT_STATUS = frozenset({408, 429})
 
 #: Longest ``Retry-After`` the client honours, so a bad header cannot stall the worker.
@@ -120,6 +121,93 @@ def classify_status(status: int, body: bytes, n: int, retry_after: str | None) -
     return ExportResult("permanent", reason=f"{reason}: {detail}" if detail else reason)
 
 
+def _suppress_instrumentation() -> object | None:
+    """Mark our own HTTP calls as not-to-be-traced when OpenTelemetry is loaded.
+
+    Otherwise an instrumented httpx would turn every export into a span, which an
+    OTel bridge would turn into events to export: a feedback loop.
+    """
+    ctx = sys.modules.get("opentelemetry.context")
+    if ctx is None:  # never import it ourselves: the host may not use it
+        return None
+    try:
+        return ctx.attach(ctx.set_value(ctx._SUPPRESS_INSTRUMENTATION_KEY, True))
+    except Exception:
+        return None
+
+
+def export_once(exporter: Exporter, events: Sequence[bytes]) -> ExportResult:
+    """One attempt through ``exporter``; never raises.
+
+    Returns:
+        The exporter's result. An exception becomes ``transient`` with the reason
+        ``"exporter raised <type>: <message>"``; a foreign return value counts as
+        success when it is None or True and as ``transient`` otherwise.
+    """
+    token = _suppress_instrumentation()
+    try:
+        res = exporter.export(events)
+        if isinstance(res, ExportResult):
+            return res
+        if res is None or res is True:
+            return ExportResult.success(len(events))
+        return ExportResult("transient", reason="exporter reported failure")
+    except Exception as exc:
+        reason = f"exporter raised {type(exc).__name__}: {str(exc)[:200]}"
+        return ExportResult("transient", reason=reason)
+    finally:
+        if token is not None:
+            try:
+                sys.modules["opentelemetry.context"].detach(token)  # type: ignore[attr-defined]
+            except Exception:
+                pass
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt ``k`` waits U(0, min(cap, base*2**k))."""
+
+    initial_s: float = 0.1
+    max_s: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
+        return rng.uniform(0, min(self.max_s, self.initial_s * 2**attempt))
+
+
+def export_with_retries(
+    exporter: Exporter,
+    events: Sequence[bytes],
+    retries: int,
+    backoff: Backoff,
+    rng: random.Random,
+    stop: threading.Event,
+) -> tuple[ExportResult, int]:
+    """Export, retrying a ``transient`` outcome up to ``retries`` times.
+
+    Waits honour ``Retry-After`` when the receiver sent one; one longer than
+    ``backoff.max_s`` ends the retries (the caller then backs off as a whole rather than
+    holding the batch). Setting ``stop`` (shutdown) ends the waiting at once.
+
+    Returns:
+        The last result and the number of failed (transient) attempts.
+    """
+    failures = 0
+    for attempt in range(retries + 1):
+        res = export_once(exporter, events)
+        if res.outcome != "transient":
+            return res, failures
+        failures += 1
+        if attempt == retries:
+            break
+        delay = res.retry_after if res.retry_after is not None else backoff.delay(attempt, rng)
+        if delay > backoff.max_s:
+            break
+        if stop.wait(delay):
+            break
+    return res, failures
+
+
 class HttpExporter:
     """POSTs a batch as one JSON array to ``{url}/v1/events`` (the daemon's ingest).
 
@@ -172,7 +260,8 @@ class HttpExporter:
             resp = self._client().post(self.endpoint, content=body, headers=headers)
         except httpx.HTTPError as exc:  # connect refused, timeouts, protocol errors
             return ExportResult("transient", reason=type(exc).__name__)
-        return classify_status(resp.status_code, resp.content, len(events), resp.headers.get("retry-after"))
+        retry_after = resp.headers.get("retry-after")
+        return classify_status(resp.status_code, resp.content, len(events), retry_after)
 
     def reset_after_fork(self) -> None:
         """Forget the parent's connection pool (the child must not share its sockets)."""

@@ -1,7 +1,7 @@
 """Features of values: what the SDK records about inputs and outputs by default.
 
 A feature dict describes a value without containing it: its type, its size and a short
-*sketch* (a keyed-free 64-bit BLAKE2b fingerprint) that tells equal values apart, so the
+*sketch* (an unkeyed 64-bit BLAKE2b fingerprint) that tells equal values apart, so the
 daemon can count distinct inputs, spot repeated ones and watch size drift. A sketch is a
 fingerprint, not anonymisation: a value from a small domain (a yes/no answer, a number)
 can be guessed by hashing candidates. Raw content is opt-in (``capture_content=True``).
@@ -12,6 +12,7 @@ These are pure functions: same value, same features, in every process.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,9 @@ import orjson
 #: Keys of a mapping listed in its features (names, truncated), so the list stays small.
 MAX_KEYS = 16
 MAX_KEY_LEN = 64
+#: Containers larger than this get no sketch: serializing them would cost the caller's
+#: thread milliseconds on every observed call.
+MAX_SKETCH_ITEMS = 10_000
 
 _JSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -65,8 +69,8 @@ def features(value: Any) -> dict[str, Any]:
     Returns:
         ``{"type": ..., "len": ..., "sketch": ..., "keys": [...]}`` with only the keys
         that apply; e.g. ``features("hi") == {"type": "str", "len": 2, "sketch": "..."}``.
-        An object that cannot be serialized gets its type (and ``len`` when it has one)
-        and no sketch. Never raises.
+        An object that cannot be serialized, or a container of more than
+        ``MAX_SKETCH_ITEMS`` items, gets no sketch. Never raises.
     """
     try:
         return _features(value)
@@ -88,13 +92,14 @@ def _features(value: Any) -> dict[str, Any]:
         mapping = _as_mapping(value)
     if mapping is not None:
         out["len"] = len(mapping)
-        out["keys"] = [str(k)[:MAX_KEY_LEN] for k in list(mapping)[:MAX_KEYS]]
+        out["keys"] = [str(k)[:MAX_KEY_LEN] for k in itertools.islice(mapping, MAX_KEYS)]
         value = mapping
-    elif isinstance(value, (set, frozenset)):
-        out["len"] = len(value)
-        value = sorted(value, key=repr)  # a set's order differs between runs
     elif hasattr(value, "__len__"):
         out["len"] = len(value)
+    if out.get("len", 0) > MAX_SKETCH_ITEMS:
+        return out
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=repr)  # a set's iteration order differs between runs
     try:
         out["sketch"] = sketch(orjson.dumps(value, default=_opaque, option=_JSON_OPTS))
     except (TypeError, orjson.JSONEncodeError):

@@ -20,6 +20,7 @@ reason and the events concerned are counted as dropped.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -37,6 +38,22 @@ except ImportError:  # Windows: no flock; per-process file names still avoid cor
 log = logging.getLogger("adaptd.sdk")
 
 SUFFIX = ".ndjson"
+
+
+def default_spill_dir(url: str | None, token: str | None) -> Path:
+    """The spill directory used when none is configured.
+
+    ``$ADAPTD_SPILL_DIR``, else ``$XDG_CACHE_HOME/adaptd/spill``, else
+    ``~/.cache/adaptd/spill``, plus a subdirectory keyed by (url, token): the daemon takes
+    the tenant from the token, so events spilled under one credential must never be
+    re-sent under another, nor to another daemon.
+    """
+    root = os.environ.get("ADAPTD_SPILL_DIR")
+    if not root:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(cache, "adaptd", "spill")
+    key = hashlib.blake2b(f"{url}\0{token or ''}".encode(), digest_size=6).hexdigest()
+    return Path(root) / key
 
 
 def _try_lock(fd: int) -> bool:
@@ -158,10 +175,17 @@ class Spill:
             self._seal()
         if self._w_fd is None:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}{SUFFIX}"
-            path = self.directory / name
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-            _try_lock(fd)  # a brand-new file: nobody else can hold it
+            path = self.directory / f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}{SUFFIX}"
+            # Lock under a name readers ignore, then rename: a reader must never find
+            # (and, being empty, delete) a new segment before its writer holds the lock.
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _try_lock(fd)
+                os.rename(tmp, path)
+            except OSError:
+                os.close(fd)
+                raise
             self._w_fd, self._w_path, self._w_size = fd, path, 0
         return self._w_fd
 
@@ -242,8 +266,9 @@ class Spill:
 
     # -- reading -------------------------------------------------------------------------
 
-    def next_chunk(self, max_events: int) -> list[bytes] | None:
-        """The oldest spilled events not yet acknowledged, at most ``max_events``.
+    def next_chunk(self, max_events: int, max_bytes: int | None = None) -> list[bytes] | None:
+        """The oldest spilled events not yet acknowledged: at most ``max_events``, and
+        at most ``max_bytes`` of lines (but always at least one event).
 
         The same chunk is returned again until ``ack()`` is called, so a failed resend is
         simply retried later. Segments other live processes are writing or reading are
@@ -260,7 +285,16 @@ class Spill:
                 self._warn(f"read:{exc.errno}", "adaptd spill: cannot read %s: %s", self.directory, exc)
                 return None
             r = self._reader
-            return None if r is None else r.lines[r.pos : r.pos + max_events]
+            if r is None:
+                return None
+            chunk = r.lines[r.pos : r.pos + max_events]
+            if max_bytes is not None:
+                size = 0
+                for i, line in enumerate(chunk):
+                    size += len(line) + 1
+                    if i and size > max_bytes:
+                        return chunk[:i]
+            return chunk
 
     def _open_oldest(self) -> None:
         for path, _ in self._scan(force=True) or []:

@@ -5,7 +5,6 @@ app opens its ``Runtime`` in the lifespan, so a graceful shutdown (uvicorn drain
 in-flight requests first) ends with the projector caught up and the log closed.
 """
 
-from __future__ import annotations
 
 import asyncio
 import contextlib

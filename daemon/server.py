@@ -8,7 +8,11 @@ the exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -30,6 +34,26 @@ def check_bind(settings: Settings) -> None:
         )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, exiting 0 after a graceful shutdown on SIGTERM / SIGINT.
+
+    uvicorn re-raises the captured signal once it has shut down, so the process would
+    die by that signal; a drained, committed shutdown is a success and says so.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def build_server(settings: Settings, runtime: Runtime | None = None) -> uvicorn.Server:
     """A uvicorn server for ``settings`` (not started); it closes ``runtime`` at shutdown."""
     check_bind(settings)
@@ -42,7 +66,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> uvicorn.
         timeout_graceful_shutdown=int(max(1, settings.shutdown_timeout_s)),
         lifespan="on",
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 def serve(settings: Settings) -> int:

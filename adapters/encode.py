@@ -1,0 +1,133 @@
+"""Turning queued ``(kind, time_ns, fields)`` tuples into validated JSON events.
+
+This is the worker's half of ``emit()``: everything the caller's thread skipped (the
+UUIDv7, the timestamp, serialization, validation) happens here, away from the host's
+hot path. Pure functions of their inputs, apart from the UUIDv7's randomness.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import uuid_utils
+from pydantic import ValidationError
+
+from streams.events import wire_list_adapter
+
+_JSON_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+class InvalidEvent(ValueError):
+    """An event the SDK drops; ``str()`` is a short reason, stable enough to log once."""
+
+
+_prefixes: dict[int, str] = {}  # second -> "YYYY-MM-DDTHH:MM:SS.", a handful at a time
+
+
+def iso_ts(ns: int) -> str:
+    """Format nanoseconds since the epoch as ISO-8601 UTC with microseconds and ``Z``.
+
+    E.g. ``iso_ts(0) == "1970-01-01T00:00:00.000000Z"``.
+    """
+    sec = ns // 1_000_000_000
+    prefix = _prefixes.get(sec)
+    if prefix is None:  # events cluster in few seconds: format each second once
+        if len(_prefixes) >= 16:
+            _prefixes.clear()
+        prefix = _prefixes[sec] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+    return "%s%06dZ" % (prefix, ns // 1000 % 1_000_000)
+
+
+#: Fields ``Client.emit()`` takes as named parameters, in the order its queue items hold
+#: them after ``(kind, time_ns, fields, positional_guard)``.
+NAMED_FIELDS = (
+    "program", "module", "route", "model", "status", "duration_ms", "tokens_in", "tokens_out",
+    "cost_usd", "error_type", "parent_id", "root_id", "execution_id", "provider", "cache_hit",
+)  # fmt: skip
+
+#: Default of ``emit()``'s positional-only guard: anything else means a field was passed
+#: by position.
+NO_POSITIONAL: Any = object()
+
+
+def encode(item: tuple[Any, ...], source: str, max_bytes: int) -> bytes:
+    """Complete a queued event in place and serialize it as one JSON object.
+
+    Args:
+        item: ``(kind, time_ns, fields)`` from ``emit_dict()``, or that plus the guard
+            and ``NAMED_FIELDS`` values (None: not given) from ``emit()``.
+        source: ``source`` to set unless the event has one.
+        max_bytes: Largest serialized event accepted.
+
+    Adds ``kind``; ``id`` (a UUIDv7 of the emit time) unless given; ``ts`` from the emit
+    time unless given (a given int is taken as nanoseconds since the epoch); ``source``
+    unless given. Values JSON cannot represent are serialized with ``str()``.
+
+    Raises:
+        InvalidEvent: fields passed by position, unserializable (e.g. a failing
+            ``__str__``), or larger than ``max_bytes``.
+    """
+    kind, t_ns, fields = item[0], item[1], item[2]
+    try:
+        if len(item) > 3:
+            if item[3] is not NO_POSITIONAL:
+                raise InvalidEvent(f"{kind}: fields must be passed by keyword")
+            for name, value in zip(NAMED_FIELDS, item[4:]):
+                if value is not None:
+                    fields[name] = value
+        fields["kind"] = kind
+        if fields.get("id") is None:
+            fields["id"] = str(uuid_utils.uuid7(nanoseconds=t_ns))
+        ts = fields.get("ts")
+        if ts is None:
+            fields["ts"] = iso_ts(t_ns)
+        elif isinstance(ts, int):
+            fields["ts"] = iso_ts(ts)
+        if "source" not in fields:
+            fields["source"] = source
+        line = orjson.dumps(fields, default=str, option=_JSON_OPTS)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a broken __str__, a recursive structure...
+        raise InvalidEvent(f"{kind}: {type(exc).__name__}") from exc
+    if len(line) > max_bytes:
+        raise InvalidEvent(f"{kind}: larger than {max_bytes} bytes")
+    return line
+
+
+def _reason(kind: object, errors: list[Any]) -> str:
+    if errors and errors[0]["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"unknown kind {str(kind)[:40]!r}"
+    return "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['type']}" for e in errors[:3])
+
+
+def validate_batch(kinds: list[str], lines: list[bytes]) -> tuple[list[bytes], list[str]]:
+    """Check serialized events with the daemon's own validator (``wire_list_adapter``).
+
+    Validates the JSON the daemon will receive rather than Python objects (a
+    ``uuid_utils.UUID`` or a numpy float is fine once serialized), in one call per batch:
+    cheaper than a call per event, and each error carries its event's index. Unknown
+    fields are ignored here; the daemon keeps them in ``attrs``.
+
+    Args:
+        kinds: Each event's kind (for the reasons), parallel to ``lines``.
+        lines: Serialized events.
+
+    Returns:
+        The valid lines in their order, and one reason per invalid event, e.g.
+        ``"execution.program: missing"`` or ``"unknown kind 'x'"``. Empty input gives
+        two empty lists.
+    """
+    if not lines:
+        return [], []
+    try:
+        wire_list_adapter.validate_json(b"[" + b",".join(lines) + b"]")
+        return lines, []
+    except ValidationError as exc:
+        bad: dict[int, list[Any]] = {}
+        for err in exc.errors(include_url=False, include_input=False):
+            bad.setdefault(err["loc"][0], []).append(err)
+    reasons = [_reason(kinds[i], errors) for i, errors in sorted(bad.items())]
+    return [line for i, line in enumerate(lines) if i not in bad], reasons
