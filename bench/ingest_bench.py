@@ -27,11 +27,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from streams.events import new_id  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +47,7 @@ def make_bodies(events: int, batch: int, seed: int = 7) -> list[bytes]:
     while n < events:
         items = []
         for _ in range(min(batch, events - n)):
-            eid = str(uuid.UUID(int=rng.getrandbits(128), version=7))
+            eid = str(new_id())
             r = rng.random()
             if r < 0.6:
                 items.append({"id": eid, "ts": "2026-11-22T10:00:00.123456Z", "kind": "execution",

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     tenants: list[Tenant] = Field(default_factory=list)
-    projector_batch: int = Field(5000, ge=1)
+    projector_batch: int = Field(50_000, ge=1)
     shutdown_timeout_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -328,7 +328,11 @@ class Store:
         """, [tenant])
 
     def dead_letters(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
-        """``tenant``'s newest dead letters (at most ``limit``, clamped to 1..1000)."""
+        """``tenant``'s newest dead letters (at most ``limit``, clamped to 1..1000).
+
+        Records the projector could not decode carry the tenant their JSON named, else
+        ``""`` (no tenant can be trusted from unreadable bytes).
+        """
         limit = max(1, min(int(limit), MAX_LIMIT))
         return self._rows("dead_letters", "SELECT * FROM dead_letters WHERE tenant = ?"
                           f" ORDER BY log_offset DESC LIMIT {limit}", [tenant])
