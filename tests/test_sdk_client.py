@@ -22,16 +22,9 @@ import pytest
 
 import adapters
 from adapters import Client, ExportResult, InMemoryExporter
+from conftest import wait_until
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``cond`` until it holds or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
 
 
 class GateExporter(InMemoryExporter):
@@ -99,7 +92,7 @@ def test_a_full_batch_is_exported_without_waiting_for_the_schedule_delay(make_cl
     client = make_client(exporter=ex, max_batch_size=10, schedule_delay_ms=60_000)
     for i in range(10):
         client.emit("execution", program="qa", seq=i)
-    assert wait_for(lambda: len(ex.events) == 10), client.stats()
+    assert wait_until(lambda: len(ex.events) == 10), client.stats()
 
 
 def test_worker_fills_in_uuid7_id_iso_ts_and_source_but_keeps_given_ones(make_client):
@@ -131,7 +124,7 @@ def test_queue_overflow_drops_the_oldest_events_and_counts_them(make_client):
     ex = GateExporter()
     client = make_client(exporter=ex, max_queue_size=5, max_batch_size=100)
     client.emit("execution", program="qa", seq=-1)
-    assert wait_for(ex.entered.is_set)  # the worker is now stuck exporting seq -1
+    assert wait_until(ex.entered.is_set)  # the worker is now stuck exporting seq -1
     for i in range(8):
         client.emit("execution", program="qa", seq=i)
     assert client.stats()["dropped_queue_full"] == 3
@@ -157,7 +150,7 @@ def test_shutdown_honours_its_timeout_and_later_emits_are_dropped_and_counted(ma
     ex = GateExporter()
     client = make_client(exporter=ex)
     client.emit("execution", program="qa")
-    assert wait_for(ex.entered.is_set)
+    assert wait_until(ex.entered.is_set)
     t0 = time.monotonic()
     assert client.shutdown(timeout=0.2) is False
     assert time.monotonic() - t0 < 2
@@ -355,12 +348,12 @@ def test_spilled_events_are_resent_when_the_daemon_comes_up_each_exactly_once(ma
     assert list(tmp_path.glob("*.ndjson"))
     with http_server(port) as (_, rec):
         client.emit("execution", program="qa", seq=120)  # a live event meanwhile
-        assert wait_for(lambda: client.stats()["resent"] == 120, timeout=15), client.stats()
+        assert wait_until(lambda: client.stats()["resent"] == 120, timeout=15), client.stats()
         assert client.flush(5)
-        assert wait_for(lambda: len(rec.ids) == 121)
+        assert wait_until(lambda: len(rec.ids) == 121)
         assert set(rec.ids.values()) == {1}  # every id exactly once
         assert client.stats()["exported"] == 121
-        assert wait_for(lambda: not any(p.stat().st_size for p in tmp_path.glob("*.ndjson")))
+        assert wait_until(lambda: not any(p.stat().st_size for p in tmp_path.glob("*.ndjson")))
 
 
 def test_permanent_4xx_answers_are_not_retried_nor_spilled(make_client, tmp_path):

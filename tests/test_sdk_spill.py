@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -15,18 +13,11 @@ import pytest
 
 from adapters import Client, InMemoryExporter
 from adapters.spill import Spill, default_spill_dir
+from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``cond`` until it holds or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
 
 
 def lines(start: int, n: int, pad: int = 0) -> list[bytes]:
@@ -154,7 +145,7 @@ def test_a_spill_left_by_a_previous_process_is_resent_with_its_ids(tmp_path):
     ex = InMemoryExporter()
     client = Client(exporter=ex, spill_dir=tmp_path, schedule_delay_ms=20)
     try:
-        assert wait_for(lambda: client.stats()["resent"] == 20, timeout=10), client.stats()
+        assert wait_until(lambda: client.stats()["resent"] == 20, timeout=10), client.stats()
         assert [e["id"] for e in ex.events] == ids
         assert [e["seq"] for e in ex.events] == list(range(20))
         assert segments(tmp_path) == []
