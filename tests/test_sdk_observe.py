@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from adapters import Client, InMemoryExporter, current_observation, features, observe
+from adapters.features import text_sketch
 
 QUESTION = "What is the capital of France? Answer briefly."
 
@@ -191,10 +192,23 @@ def test_bare_decorator_uses_the_function_name_as_program(sink, monkeypatch):
     assert ev["program"] == "standalone"
 
 
+def test_text_sketches_of_texts_on_one_topic_are_closer_than_across_topics():
+    def cos(a: str, b: str) -> float:
+        x, y = text_sketch(a), text_sketch(b)
+        return sum(i * j for i, j in zip(x, y)) / (127 * 127)
+
+    markets = "investors sold shares and the stock market fell sharply"
+    assert cos(markets, "the stock market fell as investors sold their shares") > 0.5
+    assert cos(markets, "the football team won the final match in extra time") < 0.3
+    assert text_sketch("Hello hello") == text_sketch("hello HELLO")  # case-folded
+    assert len(text_sketch("a b")) == 32 and not any(text_sketch("a b"))  # no 2-char words
+
+
 def test_features_are_pure_and_never_contain_the_value():
     assert features("hello") == features("hello")
     assert features("hello")["sketch"] != features("hellO")["sketch"]
-    assert features("héllo") == {"type": "str", "len": 5, "sketch": features("héllo")["sketch"]}
+    assert set(features("héllo")) == {"type", "len", "sketch", "hv"} and features("héllo")["len"] == 5
+    assert "hv" not in features("?!") and "hv" not in features("")
     assert features(None) == {"type": "NoneType"} and features(True) == {"type": "bool"}
     d = features({"question": "secret text", "k": 3})
     assert d["type"] == "dict" and d["len"] == 2 and d["keys"] == ["question", "k"]

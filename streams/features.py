@@ -1,0 +1,170 @@
+"""Features of values: what the SDK records about inputs and outputs by default.
+
+A feature dict describes a value without containing it: its type, its size and a short
+*sketch* (an unkeyed 64-bit BLAKE2b fingerprint) that tells equal values apart, so the
+daemon can count distinct inputs, spot repeated ones and watch size drift. A sketch is a
+fingerprint, not anonymisation: a value from a small domain (a yes/no answer, a number)
+can be guessed by hashing candidates. Raw content is opt-in (``capture_content=True``).
+
+Strings also get a *text sketch* (``hv``): a fixed-size signed feature-hashing vector of
+their word tokens, the same idea as scikit-learn's ``HashingVectorizer`` but with
+CRC32 and a small dimension so it is cheap to send. Texts on the same topics get close
+vectors, which is what input drift detection compares; the words cannot be read back.
+
+These are pure functions: same value, same features, in every process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import re
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+#: Keys of a mapping listed in its features (names, truncated), so the list stays small.
+MAX_KEYS = 16
+MAX_KEY_LEN = 64
+#: Containers larger than this get no sketch: serializing them would cost the caller's
+#: thread milliseconds on every observed call.
+MAX_SKETCH_ITEMS = 10_000
+
+#: Dimension of the text sketch (a power of two: the bucket is the hash's low bits).
+TEXT_SKETCH_DIM = 32
+#: Texts longer than this are sketched on their first this-many characters only.
+MAX_TEXT_SKETCH_CHARS = 20_000
+#: Word tokens as scikit-learn's default ``token_pattern``: two or more word characters.
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+_JSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def sketch(data: bytes) -> str:
+    """The 16-hex-digit BLAKE2b-64 fingerprint of ``data``."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def text_sketch(text: str, dim: int = TEXT_SKETCH_DIM) -> list[int]:
+    """The signed hashed bag-of-words of ``text``, L2-normalised and scaled to int8.
+
+    Each lower-cased word token adds +1 or -1 (the sign is a hash bit, so collisions
+    cancel out on average rather than pile up) to bucket ``crc32(token) % dim``.
+
+    Args:
+        text: Any string; only its first ``MAX_TEXT_SKETCH_CHARS`` characters are read.
+        dim: Number of buckets, a power of two.
+
+    Returns:
+        ``dim`` integers in [-127, 127] whose vector has norm ~127; all zeros when
+        ``text`` has no word token (empty, punctuation only).
+    """
+    mask = dim - 1
+    vec = [0] * dim
+    for token in _TOKEN.findall(text[:MAX_TEXT_SKETCH_CHARS].lower()):
+        h = zlib.crc32(token.encode("utf-8", "surrogatepass"))
+        vec[h & mask] += 1 if h & 0x80000000 else -1
+    norm = math.sqrt(sum(v * v for v in vec))
+    if not norm:
+        return vec
+    return [round(127 * v / norm) for v in vec]
+
+
+def _type_name(value: object) -> str:
+    t = type(value)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _opaque(obj: object) -> str:
+    # Never repr(): an object's repr often embeds its memory address, which would make
+    # sketches differ between runs for equal values.
+    return _type_name(obj)
+
+
+def _as_mapping(value: object) -> Mapping[str, Any] | None:
+    """The field mapping of a record-like object (DSPy Example/Prediction, pydantic)."""
+    for method in ("toDict", "model_dump"):
+        fn = getattr(value, method, None)
+        if callable(fn):
+            try:
+                out = fn()
+            except Exception:  # a user object's method: anything may happen
+                return None
+            return out if isinstance(out, Mapping) else None
+    return None
+
+
+def features(value: Any) -> dict[str, Any]:
+    """Describe ``value`` by type, size and sketch, never by content.
+
+    Args:
+        value: Anything. ``str``/``bytes`` give ``len`` (characters / bytes), and a
+            ``str`` with words its text sketch ``hv`` (see ``text_sketch``); sequences,
+            sets and mappings give ``len``; mappings and record-like objects (with
+            ``toDict()`` or ``model_dump()``) also list up to 16 key names. ``None`` and
+            booleans are described by type only.
+
+    Returns:
+        ``{"type": ..., "len": ..., "sketch": ..., "keys": [...]}`` with only the keys
+        that apply; e.g. ``features("hi") == {"type": "str", "len": 2, "sketch": "..."}``.
+        An object that cannot be serialized, or a container of more than
+        ``MAX_SKETCH_ITEMS`` items, gets no sketch. Never raises.
+    """
+    try:
+        return _features(value)
+    except Exception:  # features must never break the observed program
+        return {"type": _type_name(value)}
+
+
+def _features(value: Any) -> dict[str, Any]:
+    if value is None or isinstance(value, bool):
+        return {"type": _type_name(value)}
+    if isinstance(value, str):
+        out = {"type": "str", "len": len(value), "sketch": sketch(value.encode("utf-8", "surrogatepass"))}
+        hv = text_sketch(value)
+        if any(hv):
+            out["hv"] = hv
+        return out
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return {"type": _type_name(value), "len": len(data), "sketch": sketch(data)}
+    out: dict[str, Any] = {"type": _type_name(value)}
+    mapping = value if isinstance(value, Mapping) else None
+    if mapping is None and not isinstance(value, (int, float, list, tuple, set, frozenset)):
+        mapping = _as_mapping(value)
+    if mapping is not None:
+        out["len"] = len(mapping)
+        out["keys"] = [str(k)[:MAX_KEY_LEN] for k in itertools.islice(mapping, MAX_KEYS)]
+        value = mapping
+    elif hasattr(value, "__len__"):
+        out["len"] = len(value)
+    if out.get("len", 0) > MAX_SKETCH_ITEMS:
+        return out
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=repr)  # a set's iteration order differs between runs
+    try:
+        out["sketch"] = sketch(orjson.dumps(value, default=_opaque, option=_JSON_OPTS))
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    return out
+
+
+def describe_args(names: tuple[str, ...], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Map a call's arguments to parameter names (positional then keyword).
+
+    Args:
+        names: The function's positional parameter names, in order.
+        args: Positional arguments; extras beyond ``names`` are named ``"*args[i]"``.
+        kwargs: Keyword arguments, added as they are.
+
+    Returns:
+        ``{name: value}``; empty when there are no arguments.
+    """
+    out = dict(zip(names, args))
+    for i in range(len(names), len(args)):
+        out[f"*args[{i - len(names)}]"] = args[i]
+    out.update(kwargs)
+    return out
