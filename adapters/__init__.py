@@ -10,8 +10,13 @@ Quick start::
     @adapters.observe(program="qa")
     def answer(question: str) -> str: ...
 
+    dspy.configure(callbacks=[adapters.AdaptdCallback(program="qa")])   # every DSPy call
+
+    adapters.feedback(prediction, score=1.0)  # a DSPy Prediction or an execution id
+
 The module-level functions use one process-wide default client, created on first use
-from the environment when ``configure()`` was not called.
+from the environment when ``configure()`` was not called. The DSPy and OpenTelemetry
+integrations are imported on first use, so the core SDK needs neither library.
 """
 
 from __future__ import annotations
@@ -38,8 +43,12 @@ __all__ = [
     "current_observation",
     "default_spill_dir",
     "emit",
+    "AdaptdCallback",
+    "execution_id_of",
+    "feedback",
     "features",
     "flush",
+    "session",
     "get_client",
     "observe",
     "shutdown",
@@ -48,6 +57,22 @@ __all__ = [
 
 _default: Client | None = None
 _default_lock = threading.Lock()
+
+#: Integrations imported on first access (they need DSPy or OpenTelemetry).
+_LAZY = {
+    "AdaptdCallback": "adapters.dspy_callback",
+    "execution_id_of": "adapters.dspy_callback",
+    "session": "adapters.dspy_callback",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adapters' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def configure(url: str | None = None, token: str | None = None, **kwargs: Any) -> Client:
@@ -123,6 +148,20 @@ def emit(
         client.emit(kind, _positional, program, module, route, model, status, duration_ms, tokens_in,
                     tokens_out, cost_usd, error_type, parent_id, root_id, execution_id, provider,
                     cache_hit)  # fmt: skip
+
+
+def feedback(
+    execution: Any,
+    score: float | None = None,
+    label: str | None = None,
+    comment: str | None = None,
+    **fields: Any,
+) -> None:
+    """``get_client().feedback(...)``: record a score or label on an execution.
+
+    See ``Client.feedback``.
+    """
+    (_default or get_client()).feedback(execution, score, label, comment, **fields)
 
 
 def flush(timeout: float | None = 5.0) -> bool:

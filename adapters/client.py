@@ -228,6 +228,32 @@ class Client:
             return
         q.append((kind, self._now_ns(), fields))
 
+    def feedback(
+        self,
+        execution: Any,
+        score: float | None = None,
+        label: str | None = None,
+        comment: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Enqueue a ``feedback`` event on an execution; never raises or blocks.
+
+        Args:
+            execution: The execution id (a string or UUID), or a DSPy ``Prediction``
+                returned under ``AdaptdCallback`` (its execution is looked up).
+            score: A metric's value (bools count as 0 / 1).
+            label: A category, e.g. ``"thumbs_up"``.
+            comment: Free text.
+            **fields: Other feedback fields: ``metric``, ``program``, ``ts``, ``attrs``.
+
+        An execution that cannot be resolved (a Prediction the callback never saw) makes
+        an event without ``execution_id``, which the worker drops as invalid and counts.
+        """
+        eid = getattr(execution, "_adaptd_execution_id", execution)
+        if isinstance(score, bool):
+            score = float(score)
+        self.emit("feedback", execution_id=eid, score=score, label=label, comment=comment, **fields)
+
     def _emit_slow(self, n: int) -> bool:
         """Returns whether to enqueue (False once shut down)."""
         try:

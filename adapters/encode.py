@@ -47,6 +47,11 @@ NAMED_FIELDS = (
     "cost_usd", "error_type", "parent_id", "root_id", "execution_id", "provider", "cache_hit",
 )  # fmt: skip
 
+#: A field holding ``fn(fields) -> None``: the worker calls it to complete the event in
+#: place before serializing it (integrations defer feature extraction this way, off the
+#: caller's thread). If it raises, the event is still sent, marked in ``attrs``.
+DEFER = "_adaptd_defer"
+
 #: Default of ``emit()``'s positional-only guard: anything else means a field was passed
 #: by position.
 NO_POSITIONAL: Any = object()
@@ -63,7 +68,8 @@ def encode(item: tuple[Any, ...], source: str, max_bytes: int) -> bytes:
 
     Adds ``kind``; ``id`` (a UUIDv7 of the emit time) unless given; ``ts`` from the emit
     time unless given (a given int is taken as nanoseconds since the epoch); ``source``
-    unless given. Values JSON cannot represent are serialized with ``str()``.
+    unless given. Runs a ``DEFER`` completer first. Values JSON cannot represent are
+    serialized with ``str()``.
 
     Raises:
         InvalidEvent: fields passed by position, unserializable (e.g. a failing
@@ -77,6 +83,15 @@ def encode(item: tuple[Any, ...], source: str, max_bytes: int) -> bytes:
             for name, value in zip(NAMED_FIELDS, item[4:]):
                 if value is not None:
                     fields[name] = value
+        defer = fields.pop(DEFER, None)
+        if defer is not None:
+            try:
+                defer(fields)
+            except Exception as exc:  # a user object's method failed: keep the event
+                attrs = fields.get("attrs")
+                if not isinstance(attrs, dict):
+                    attrs = fields["attrs"] = {}
+                attrs["adaptd_defer_error"] = type(exc).__name__
         fields["kind"] = kind
         if fields.get("id") is None:
             fields["id"] = str(uuid_utils.uuid7(nanoseconds=t_ns))
