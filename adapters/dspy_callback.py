@@ -153,34 +153,11 @@ class AdaptdCallback(BaseCallback):
         (self.client or _sdk.get_client()).emit_dict(kind, fields)
 
     def _execution(self, call: _Call, ms: float, outputs: Any, exception: BaseException | None,
-                   module: str | None, module_type: str, extra_attrs: dict[str, Any] | None = None) -> None:
-        parent = call.parent
-        attrs = {"session_id": _session.get() or self.session_id}
-        if call.attrs:
-            attrs.update(call.attrs)
-        if extra_attrs:
-            attrs.update(extra_attrs)
-        fields: dict[str, Any] = {
-            "id": call.id, "ts": call.start_ns, "program": call.program, "module_type": module_type,
-            "status": "ok" if exception is None else "error", "duration_ms": ms,
-            "parent_id": parent.id if parent is not None else None, "root_id": call.root.id, "attrs": attrs,
-        }  # fmt: skip
-        if module is not None:
-            fields["module"] = module
-        if self.program_version is not None:
-            fields["program_version"] = self.program_version
-        if self.route is not None:
-            fields["route"] = self.route
-        if exception is not None:
-            fields["error_type"] = type(exception).__name__
-            fields["error_message"] = str(exception)[:MAX_ERROR_MESSAGE]
-        lm = call.lm
-        if lm:
-            fields["model"] = lm[-1][0]
-            fields["tokens_in"] = sum(c[1] or 0 for c in lm)
-            fields["tokens_out"] = sum(c[2] or 0 for c in lm)
-        fields[DEFER] = _ExecutionDetails(self, call, outputs, module is None)
-        self._send("execution", fields)
+                   module: str | None, module_type: str | None, extra_attrs: dict[str, Any] | None = None) -> None:
+        # The host only enqueues: the event is built by the completer on the worker.
+        details = _ExecutionDetails(self, call, ms, outputs, exception, module, module_type, extra_attrs,
+                                    _session.get() or self.session_id)  # fmt: skip
+        (self.client or _sdk.get_client()).emit_dict("execution", {DEFER: details})
 
     # -- modules and tools -------------------------------------------------------------
 
@@ -198,7 +175,7 @@ class AdaptdCallback(BaseCallback):
                     setattr(outputs, EXECUTION_ID_ATTR, call.id)
                 except Exception:
                     pass
-            self._execution(call, ms, outputs, exception, None, type(call.instance).__name__)
+            self._execution(call, ms, outputs, exception, None, None)
         except Exception:
             self.errors += 1
 
@@ -336,22 +313,50 @@ class AdaptdCallback(BaseCallback):
 
 
 class _ExecutionDetails:
-    """Completes an execution event on the worker thread (see ``adapters.encode.DEFER``)."""
+    """Builds an execution event on the worker thread (see ``adapters.encode.DEFER``)."""
 
-    __slots__ = ("cb", "call", "outputs", "needs_module")
+    __slots__ = ("cb", "call", "ms", "outputs", "exception", "module", "module_type", "extra", "session")
 
-    def __init__(self, cb: AdaptdCallback, call: _Call, outputs: Any, needs_module: bool) -> None:
-        self.cb, self.call, self.outputs, self.needs_module = cb, call, outputs, needs_module
+    def __init__(self, cb: AdaptdCallback, call: _Call, ms: float, outputs: Any, exception: BaseException | None,
+                 module: str | None, module_type: str | None, extra: dict[str, Any] | None, session: str) -> None:
+        self.cb, self.call, self.ms, self.outputs, self.exception = cb, call, ms, outputs, exception
+        self.module, self.module_type, self.extra, self.session = module, module_type, extra, session
 
     def __call__(self, fields: dict[str, Any]) -> None:
-        call, cb = self.call, self.cb
-        if self.needs_module:
+        call, cb, exception = self.call, self.cb, self.exception
+        parent = call.parent
+        attrs: dict[str, Any] = {"session_id": self.session}
+        if call.attrs:
+            attrs.update(call.attrs)
+        if self.extra:
+            attrs.update(self.extra)
+        fields.update(
+            id=call.id, ts=call.start_ns, program=call.program, status="ok" if exception is None else "error",
+            duration_ms=self.ms, parent_id=parent.id if parent is not None else None, root_id=call.root.id,
+            attrs=attrs,
+        )  # fmt: skip
+        if self.module is None:  # a module: its path in the program, class and signature
             fields["module"] = describe.module_path(_outermost_module(call), call.instance)
+            fields["module_type"] = type(call.instance).__name__
             signature = describe.signature_of(call.instance)
             if signature:
-                fields["attrs"]["signature"] = signature
-        if call.lm:
-            cost = describe.sum_costs(call.lm)
+                attrs["signature"] = signature
+        else:
+            fields["module"] = self.module
+            fields["module_type"] = self.module_type
+        if cb.program_version is not None:
+            fields["program_version"] = cb.program_version
+        if cb.route is not None:
+            fields["route"] = cb.route
+        if exception is not None:
+            fields["error_type"] = type(exception).__name__
+            fields["error_message"] = str(exception)[:MAX_ERROR_MESSAGE]
+        lm = call.lm
+        if lm:
+            fields["model"] = str(lm[-1][0])
+            fields["tokens_in"] = sum(c[1] or 0 for c in lm)
+            fields["tokens_out"] = sum(c[2] or 0 for c in lm)
+            cost = describe.sum_costs(lm)
             if cost is not None:
                 fields["cost_usd"] = cost
         inputs = describe.call_arguments(call.inputs)

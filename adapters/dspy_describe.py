@@ -26,6 +26,25 @@ MAX_NAME = 200
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+#: Features of recently described values, by identity. A module's output strings travel
+#: up the call tree unchanged (a Predict's answer is its ChainOfThought's and its
+#: program's), so each is described once rather than once per level. Worker thread only.
+_recent: dict[int, tuple[Any, dict[str, Any]]] = {}
+_RECENT_MAX = 512
+
+
+def _features_once(value: Any) -> dict[str, Any]:
+    hit = _recent.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    out = features(value)
+    if isinstance(value, (str, bytes)):  # immutable: safe to reuse while the object lives
+        if len(_recent) >= _RECENT_MAX:
+            _recent.clear()
+        _recent[id(value)] = (value, out)
+    return out
+
+
 def describe_values(values: Mapping[str, Any] | None, capture_content: bool, redact: Redactor | None) -> dict[str, Any]:
     """Per named value: its features, or (``capture_content``) the value itself.
 
@@ -36,7 +55,7 @@ def describe_values(values: Mapping[str, Any] | None, capture_content: bool, red
     if not values:
         return {}
     if not capture_content:
-        return {str(name): features(value) for name, value in values.items()}
+        return {str(name): _features_once(value) for name, value in values.items()}
     if redact is None:
         return {str(name): value for name, value in values.items()}
     out: dict[str, Any] = {}

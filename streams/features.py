@@ -64,13 +64,15 @@ def text_sketch(text: str, dim: int = TEXT_SKETCH_DIM) -> list[int]:
     """
     mask = dim - 1
     vec = [0] * dim
+    crc32 = zlib.crc32
     for token in _TOKEN.findall(text[:MAX_TEXT_SKETCH_CHARS].lower()):
-        h = zlib.crc32(token.encode("utf-8", "surrogatepass"))
+        h = crc32(token.encode("utf-8", "surrogatepass"))
         vec[h & mask] += 1 if h & 0x80000000 else -1
-    norm = math.sqrt(sum(v * v for v in vec))
+    norm = math.hypot(*vec)
     if not norm:
         return vec
-    return [round(127 * v / norm) for v in vec]
+    scale = 127 / norm
+    return [round(v * scale) if v else 0 for v in vec]
 
 
 def _type_name(value: object) -> str:

@@ -1,0 +1,114 @@
+"""What instrumentation adds to a DSPy program: none vs AdaptdCallback vs OpenInference.
+
+The program is a ``dspy.ChainOfThought("question -> answer")`` on ``DummyLM`` (two module
+calls per program call: the ChainOfThought and its Predict, plus one LM call and the
+adapter's format and parse). Each configuration runs in its own fresh process, the
+three alternate round by round, and every process reports the median time per program
+call over its batches. Both instrumentations export to a sink that drops everything,
+so the figures are the host-side cost (including the export worker's share of the
+GIL), not the network.
+
+    .venv/bin/python bench/dspy_overhead.py --calls 2000 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = ("none", "adaptd", "openinference")
+MODULE_CALLS_PER_PROGRAM_CALL = 2
+
+
+def child(config: str, calls: int, batch: int) -> None:
+    """Run one configuration and print ``{"per_call_us": [...]}`` (one value per batch)."""
+    import dspy
+    from dspy.utils import DummyLM
+
+    answers = [{"reasoning": "two plus two", "answer": "4"}] * (calls + 200)
+    lm = DummyLM(answers)
+    callbacks = []
+    if config == "adaptd":
+        from adapters import AdaptdCallback, Client
+        from adapters.exporter import ExportResult
+
+        class Sink:
+            def export(self, events) -> ExportResult:
+                return ExportResult.success(len(events))
+
+            def shutdown(self) -> None:
+                pass
+
+        client = Client(exporter=Sink(), spill_dir=False)
+        callbacks = [AdaptdCallback(program="bench", client=client)]
+    elif config == "openinference":
+        from openinference.instrumentation.dspy import DSPyInstrumentor
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class NullSpanExporter(SpanExporter):
+            def export(self, spans):
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
+        DSPyInstrumentor().instrument(tracer_provider=provider)
+    dspy.configure(lm=lm, callbacks=callbacks)
+    program = dspy.ChainOfThought("question -> answer")
+    for _ in range(200):  # warm-up: imports, caches, the adapter's first formatting
+        program(question="What is 2 + 2?")
+    per_call = []
+    for _ in range(calls // batch):
+        t0 = time.perf_counter_ns()
+        for _ in range(batch):
+            program(question="What is 2 + 2?")
+        per_call.append((time.perf_counter_ns() - t0) / batch / 1000)
+    if config == "adaptd":
+        assert callbacks[0].errors == 0
+        client.flush(60)
+        stats = client.stats()
+        assert stats["exported"] > 0 and stats["export_errors"] == 0, stats
+    print(json.dumps({"per_call_us": per_call}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000, help="program calls per process")
+    parser.add_argument("--batch", type=int, default=100, help="calls per timed batch")
+    parser.add_argument("--rounds", type=int, default=5, help="processes per configuration, alternating")
+    parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.calls, args.batch)
+        return
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    medians: dict[str, list[float]] = {c: [] for c in CONFIGS}
+    for r in range(args.rounds):
+        for config in CONFIGS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", config, "--calls", str(args.calls), "--batch", str(args.batch)],
+                check=True, capture_output=True, text=True, env=env,
+            )
+            per_call = json.loads(out.stdout.strip().splitlines()[-1])["per_call_us"]
+            medians[config].append(statistics.median(per_call))
+        print(f"round {r + 1}: " + ", ".join(f"{c} {medians[c][-1]:.1f} us" for c in CONFIGS), flush=True)
+    base = statistics.median(medians["none"])
+    print(f"\nmedian per ChainOfThought call over {args.rounds} rounds ({args.calls} calls each):")
+    for config in CONFIGS:
+        m = statistics.median(medians[config])
+        # Overhead per round against the same round's uninstrumented run, then the median.
+        over = statistics.median(x - b for x, b in zip(medians[config], medians["none"]))
+        print(f"  {config:14s} {m:8.1f} us/call   overhead {over:7.1f} us/call"
+              f" = {over / MODULE_CALLS_PER_PROGRAM_CALL:6.1f} us per module call")
+    a = statistics.median(x - b for x, b in zip(medians["adaptd"], medians["none"]))
+    o = statistics.median(x - b for x, b in zip(medians["openinference"], medians["none"]))
+    print(f"  adaptd overhead / OpenInference overhead = {a / o:.2f} (base {base:.1f} us/call)")
+
+
+if __name__ == "__main__":
+    main()
