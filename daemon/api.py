@@ -23,6 +23,7 @@ from streams.log import LogClosed, LogError
 from . import __version__
 from .config import Settings
 from .ingest import IngestError, Limits, decompress, parse_items, prepare
+from . import otlp
 from .runtime import Runtime
 
 
@@ -122,6 +123,50 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         )
         return {"accepted": prepared.accepted, "rejected": prepared.rejected}
 
+    @app.post(
+        "/v1/traces",
+        summary="Ingest OTLP/HTTP traces (protobuf or JSON, optionally gzip)",
+        response_class=Response,
+        responses={
+            200: {"description": "ExportTraceServiceResponse (partial_success when spans were rejected)"},
+            400: {"description": "malformed request (google.rpc.Status)"},
+            413: {"description": "body or batch too large"}, 415: {"description": "unsupported content type"},
+            503: {"description": "log busy"},
+        },
+    )
+    async def post_traces(request: Request, tenant: Tenant) -> Response:
+        """OTLP/HTTP: answer only once the spans' events and dead letters are durable in the log."""
+        runtime = runtime_of(request)
+        fmt = otlp.JSON
+        try:
+            fmt = otlp.body_format(request.headers.get("content-type"))
+            declared = request.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+                raise IngestError(
+                    413, f"body of {declared} bytes exceeds {limits.max_body_bytes} (limits.max_body_bytes)"
+                )
+            body = await _read_body(request, limits.max_body_bytes)
+            body = decompress(body, request.headers.get("content-encoding"), limits.max_body_bytes)
+            batch = await run_in_threadpool(
+                otlp.ingest, body, fmt, tenant=tenant, received=dt.datetime.now(dt.timezone.utc), limits=limits,
+                capture_content=settings.otlp.capture_content,
+            )
+            if batch.records:
+                try:
+                    await asyncio.wrap_future(runtime.log.submit(batch.records))
+                except LogClosed:
+                    raise IngestError(503, "daemon is shutting down: retry later") from None
+                except LogError as exc:
+                    runtime.counters.add(dropped=len(batch.records))
+                    raise IngestError(503, f"log unavailable: {exc}") from None
+        except IngestError as exc:
+            runtime.counters.add(requests_refused=1)
+            retry = {"Retry-After": "1"} if exc.status == 503 else None
+            return Response(otlp.encode_status(exc.status, exc.reason, fmt), status_code=exc.status,
+                            media_type=otlp.MEDIA_TYPES[fmt], headers=retry)
+        runtime.counters.add(events_acked=batch.accepted_events, dead_letters=batch.dead_letters, batches_acked=1)
+        return Response(otlp.encode_response(batch, fmt), media_type=otlp.MEDIA_TYPES[fmt])
+
     @app.get("/v1/health", summary="Liveness")
     async def health(request: Request, tenant: Tenant) -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "schema_version": SCHEMA_VERSION}
@@ -161,6 +206,31 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def programs(request: Request, tenant: Tenant) -> dict[str, Any]:
         rows = await run_in_threadpool(runtime_of(request).store.program_summary, tenant)
         return {"items": rows}
+
+    windows = settings.processors.history_windows
+
+    @app.get("/v1/history", summary="Closed performance windows per key, newest first")
+    async def history(
+        request: Request,
+        tenant: Tenant,
+        program: str | None = None,
+        module: str | None = None,
+        route: str | None = None,
+        model: str | None = None,
+        window: str = Query("1m", description="window size: one of processors.history_windows"),
+        since: dt.datetime | None = Query(None, description="inclusive lower bound on window_start"),
+        until: dt.datetime | None = Query(None, description="exclusive upper bound on window_start"),
+        limit: int = Query(100, ge=1, le=1000),
+        sketch: bool = Query(False, description="include each window's latency sketch"),
+    ) -> dict[str, Any]:
+        """Windows appear once the watermark (latest event time minus the allowed lateness) passes their end."""
+        if window not in windows:
+            raise HTTPException(422, f"unknown window {window!r}: one of {', '.join(windows)}")
+        rows = await run_in_threadpool(
+            runtime_of(request).store.windows, tenant, window, program=program, module=module, route=route,
+            model=model, since=since, until=until, limit=limit, sketch=sketch,
+        )
+        return {"window": window, "items": rows}
 
     @app.get("/v1/stream", summary="Live tail of this tenant's events (Server-Sent Events)")
     async def stream(

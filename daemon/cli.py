@@ -107,32 +107,63 @@ def status(url: str, token: str | None, as_json: bool) -> None:
         return
     click.echo(f"adaptd {health.get('version')} at {url}: {health.get('status')}")
     for key, value in stats.items():
-        click.echo(f"  {key:22} {value}")
+        if isinstance(value, dict):  # a group (e.g. processors): one line per figure
+            click.echo(f"  {key}:")
+            for sub, figure in value.items():
+                click.echo(f"    {sub:20} {json.dumps(figure) if isinstance(figure, (dict, list)) else figure}")
+        else:
+            click.echo(f"  {key:22} {value}")
 
 
 @main.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="Data dir whose log to replay.")
 @click.option("--into", type=click.Path(path_type=Path), required=True, help="DuckDB file to build.")
 @click.option("--overwrite", is_flag=True, help="Replace --into if it exists.")
-def replay(data_dir: Path, into: Path, overwrite: bool) -> None:
-    """Rebuild a DuckDB database from the stream log alone."""
+@click.option("--config", "config", type=click.Path(path_type=Path),
+              help="The daemon's TOML config (its [processors] settings are re-run).")
+@click.option("--no-derived", is_flag=True, help="Skip re-running the processors.")
+def replay(data_dir: Path, into: Path, overwrite: bool, config: Path | None, no_derived: bool) -> None:
+    """Rebuild a DuckDB database from the stream log alone.
+
+    Then re-run the processors over the log's source events and compare what they produce
+    with the derived events (ids and values) the live daemon appended; exits 1 when the
+    log holds a derived event the re-run does not reproduce.  Events only the re-run
+    produces ("missing") are reported, not an error: the log may predate the processors.
+    """
     from streams.log.file import FileLog
 
+    from .replay import check_derived
     from .replay import replay as run_replay
+    from .runtime import build_processors, runtime_options
 
     log_dir = data_dir / "log"
     if not log_dir.is_dir():
         fail(f"no log at {log_dir}: pass the --data-dir the daemon ran with")
     if into.exists() and not overwrite:
         fail(f"{into} exists: pass --overwrite or choose another --into")
+    try:
+        processors = load_settings(config).processors
+    except ConfigError as exc:
+        fail(str(exc))
     log = FileLog(log_dir, read_only=True)
+    derived = None
     try:
         result = run_replay(log, into, overwrite=overwrite)
+        if processors.enabled and not no_derived:
+            derived = check_derived(log, build_processors(processors), **runtime_options(processors))
     except (OSError, ValueError) as exc:
         fail(str(exc))
     finally:
         log.close()
-    click.echo(json.dumps(_plain(result), default=str))
+    out = _plain(result)
+    if derived is not None:
+        out["derived"] = {**_plain(derived), "equal": derived.equal}
+    click.echo(json.dumps(out, default=str))
+    if derived is not None and not derived.consistent:
+        click.echo("adaptd: error: the log holds derived events a re-run does not reproduce"
+                   f" ({'; '.join(derived.examples)}): pass the daemon's --config if it set [processors]",
+                   err=True)
+        sys.exit(1)
 
 
 def _plain(obj: Any) -> Any:
@@ -209,6 +240,60 @@ def tail(url: str, token: str | None, kind: str | None, program: str | None, fro
         fail(f"cannot reach the daemon at {url} ({exc.__class__.__name__}): start it with `adaptd up` or pass --url")
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@url_option
+@token_option
+@click.argument("program")
+@click.option("--window", default="1m", show_default=True, help="Window size (10s, 1m, 1h by default).")
+@click.option("--module", help="Only this module.")
+@click.option("--route", help="Only this route.")
+@click.option("--model", help="Only this model.")
+@click.option("--since", help="Windows starting at or after this ISO time.")
+@click.option("--until", help="Windows starting before this ISO time.")
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Most windows.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def history(url: str, token: str | None, program: str, window: str, module: str | None, route: str | None,
+            model: str | None, since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+    """Show PROGRAM's closed performance windows, newest first."""
+    params = {k: v for k, v in {"program": program, "window": window, "module": module, "route": route,
+                                "model": model, "since": since, "until": until, "limit": limit}.items()
+              if v is not None}
+    answer = _request(url, token, "GET", "/v1/history", params=params)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    rows = answer.get("items", [])
+    if not rows:
+        click.echo(f"no closed {window} windows for {program} yet (windows close once event time passes their end"
+                   " plus the allowed lateness)")
+        return
+    click.echo(_history_table(rows))
+
+
+def _history_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table of window rows (``-`` for no value)."""
+
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    header = ("window_start", "module", "route", "model", "count", "err%", "p50_ms", "p95_ms", "p99_ms",
+              "tokens", "cost_usd", "cache%", "quality")
+    lines = [header]
+    for r in rows:
+        lines.append((
+            str(r["window_start"]).replace("+00:00", "Z"), r.get("module") or "-", r.get("route") or "-",
+            r.get("model") or "-", str(r["count"]),
+            num(None if r.get("error_rate") is None else 100 * r["error_rate"], ".1f"),
+            num(r.get("p50_ms"), ".1f"), num(r.get("p95_ms"), ".1f"), num(r.get("p99_ms"), ".1f"),
+            str(r["tokens_in"] + r["tokens_out"]), num(r.get("cost_usd"), ".4f"),
+            num(None if r.get("cache_hit_rate") is None else 100 * r["cache_hit_rate"], ".0f"),
+            "-" if not r.get("quality_n") else f"{r['quality_mean']:.3f} (n={r['quality_n']})",
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in
+                               enumerate(zip(line, widths))).rstrip() for line in lines)
 
 
 @main.command()

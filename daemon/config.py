@@ -43,6 +43,41 @@ class LimitSettings(BaseModel):
     max_event_bytes: int = Field(256 * 1024, ge=256)
 
 
+class OtlpSettings(BaseModel):
+    """OTLP/HTTP trace ingestion (``POST /v1/traces``)."""
+
+    capture_content: bool = Field(
+        False,
+        description="keep the raw input/output text of spans (input.value, output.value, messages...)"
+        " besides their features; off: features only (sizes, hashes, text sketch)",
+    )
+
+
+class ProcessorSettings(BaseModel):
+    """The embedded processors (performance history; anomaly and drift build on it)."""
+
+    enabled: bool = Field(True, description="run the processors in the daemon")
+    lateness_s: float = Field(5.0, ge=0, le=86_400, description="how far the watermark trails event time")
+    max_future_s: float | None = Field(
+        300.0, ge=0, description="event times further ahead of the log's clock do not move the watermark past it"
+    )
+    batch: int = Field(20_000, ge=1, description="most log records per processing step")
+    snapshot_every_records: int = Field(100_000, ge=1)
+    snapshot_every_s: float = Field(10.0, ge=0)
+    history_windows: list[str] = Field(["10s", "1m", "1h"], min_length=1,
+                                       description="ascending window sizes, each dividing the next")
+    dedupe_events: int = Field(100_000, ge=1, description="re-sent ids are recognised within this many events")
+    join_events: int = Field(500_000, ge=1, description="feedback joins executions within this many events")
+
+    @field_validator("history_windows")
+    @classmethod
+    def _windows_nest(cls, value: list[str]) -> list[str]:
+        from streams.processors.windows import check_nested, parse_size
+
+        check_nested([parse_size(w) for w in value])
+        return value
+
+
 class Tenant(BaseModel):
     """A tenant and the bearer tokens that act for it."""
 
@@ -63,8 +98,10 @@ class Settings(BaseSettings):
     port: int = Field(7710, ge=0, le=65535)
     log: LogSettings = Field(default_factory=LogSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    otlp: OtlpSettings = Field(default_factory=OtlpSettings)
     tenants: list[Tenant] = Field(default_factory=list)
     projector_batch: int = Field(50_000, ge=1)
+    processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
     shutdown_timeout_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

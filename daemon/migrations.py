@@ -29,6 +29,7 @@ EVENT_TABLES: dict[str, str] = {
     "signal": "signals",
     "adaptation": "adaptations",
     "optimizer_run": "optimizer_runs",
+    "window": "perf_windows",
 }
 #: The kind of dead-letter records (projected into ``dead_letters``).
 DEAD_LETTER_KIND = "dead_letter"
@@ -213,9 +214,52 @@ _V1: list[str] = [
     """,
 ]
 
+#: Version 2: closed performance windows from the history processor (kind ``window``).
+_V2: list[str] = [
+    """
+    CREATE TABLE perf_windows (
+        id UUID PRIMARY KEY,
+        ts TIMESTAMPTZ NOT NULL,
+        v BIGINT NOT NULL,
+        tenant VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        attrs JSON NOT NULL,
+        kind VARCHAR NOT NULL,
+        program VARCHAR,
+        module VARCHAR,
+        route VARCHAR,
+        model VARCHAR,
+        window_size VARCHAR NOT NULL,
+        window_start TIMESTAMPTZ NOT NULL,
+        window_end TIMESTAMPTZ NOT NULL,
+        count BIGINT NOT NULL,
+        lm_calls BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        errors_by_type JSON NOT NULL,
+        error_rate DOUBLE,
+        latency_n BIGINT NOT NULL,
+        p50_ms DOUBLE,
+        p90_ms DOUBLE,
+        p95_ms DOUBLE,
+        p99_ms DOUBLE,
+        tokens_in BIGINT NOT NULL,
+        tokens_out BIGINT NOT NULL,
+        cost_usd DOUBLE NOT NULL,
+        cache_hits BIGINT NOT NULL,
+        cache_known BIGINT NOT NULL,
+        cache_hit_rate DOUBLE,
+        quality_n BIGINT NOT NULL,
+        quality_mean DOUBLE,
+        sketch JSON NOT NULL,
+        log_offset BIGINT NOT NULL
+    )
+    """,
+]
+
 #: (version, statements), ascending.  Append only.
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _V1),
+    (2, _V2),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.log import StreamLog, open_log
+from streams.processors.history import HistoryProcessor
+from streams.processors.runtime import ProcessorRuntime
 
-from .config import ConfigError, Settings
+from .config import ConfigError, ProcessorSettings, Settings
 from .projector import Projector
 from .store import Store
 
@@ -40,8 +42,23 @@ class Counters:
                 setattr(self, name, getattr(self, name) + delta)
 
 
+def build_processors(settings: ProcessorSettings) -> list:
+    """The processors the daemon runs, in order (source processors, then derived ones).
+
+    Replay builds them with this too, so a re-run matches the live ones.  The anomaly and
+    drift processors plug in here (derived processors reading ``history``'s windows).
+    """
+    return [HistoryProcessor(settings.history_windows, dedupe_events=settings.dedupe_events,
+                             join_events=settings.join_events)]
+
+
+def runtime_options(settings: ProcessorSettings) -> dict[str, object]:
+    """The event-time options of ``ProcessorRuntime`` / ``rerun`` from the settings."""
+    return {"lateness_s": settings.lateness_s, "max_future_s": settings.max_future_s}
+
+
 class Runtime:
-    """Opens and owns the log, the store and the projector for one data directory."""
+    """Opens and owns the log, the store, the projector and the processors for one data directory."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -75,6 +92,22 @@ class Runtime:
             logger.warning("log recovery cut %d torn bytes at the tail", truncated)
         self.projector = Projector(self.log, self.store, batch=settings.projector_batch)
         self.projector.start()
+        # After the projector (it stores what the processors emit), stopped before it.
+        self.processors: ProcessorRuntime | None = None
+        ps = settings.processors
+        if ps.enabled:
+            try:
+                self.processors = ProcessorRuntime(
+                    self.log, build_processors(ps), snapshot_path=data_dir / "processors" / "snapshot.pkl",
+                    batch=ps.batch, snapshot_every_records=ps.snapshot_every_records,
+                    snapshot_every_s=ps.snapshot_every_s, **runtime_options(ps),
+                )
+            except BaseException:
+                self.projector.stop(timeout=settings.shutdown_timeout_s)
+                self.log.close()
+                self.store.close()
+                raise
+            self.processors.start()
         self._closed = False
 
     def close(self, timeout: float | None = None) -> None:
@@ -86,6 +119,10 @@ class Runtime:
             return
         self._closed = True
         budget = self.settings.shutdown_timeout_s if timeout is None else timeout
+        if self.processors is not None:  # drain first: its last outputs still get projected
+            started = time.monotonic()
+            self.processors.stop(timeout=budget / 2)
+            budget = max(0.0, budget - (time.monotonic() - started))
         self.projector.stop(timeout=budget)
         self.log.close()
         self.store.close()
@@ -109,5 +146,6 @@ class Runtime:
             "projector_position": position,
             "projector_lag": max(0, end - position),
             "projector_errors": self.projector.errors,
+            "processors": self.processors.stats() if self.processors is not None else None,
             "uptime_s": round(time.time() - self.started_at, 3),
         }

@@ -327,6 +327,55 @@ class Store:
             FROM executions WHERE tenant = ? AND parent_id IS NULL GROUP BY program ORDER BY program
         """, [tenant])
 
+    def windows(
+        self,
+        tenant: str,
+        window_size: str,
+        program: str | None = None,
+        module: str | None = None,
+        route: str | None = None,
+        model: str | None = None,
+        since: dt.datetime | str | None = None,
+        until: dt.datetime | str | None = None,
+        limit: int = 100,
+        sketch: bool = False,
+    ) -> list[dict[str, Any]]:
+        """``tenant``'s closed performance windows of ``window_size``, newest first.
+
+        Args:
+            program, module, route, model: exact-match filters (None: any).
+            since: inclusive lower bound on ``window_start``; until: exclusive upper bound
+                (naive = UTC).
+            limit: clamped to 1..1000.
+            sketch: include the latency sketch of each window.
+
+        Returns:
+            JSON-friendly rows ordered by ``window_start`` descending, then key; [] when none.
+
+        Raises:
+            ValueError: a bound is not an ISO 8601 time.
+        """
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        where, params = ["tenant = ?", "window_size = ?"], [tenant, window_size]
+        for name, value in (("program", program), ("module", module), ("route", route), ("model", model)):
+            if value is not None:
+                where.append(f"{name} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("window_start >= ?")
+            params.append(_as_time(since, "since"))
+        if until is not None:
+            where.append("window_start < ?")
+            params.append(_as_time(until, "until"))
+        drop = ["v", "kind", "source", "attrs", "log_offset", *([] if sketch else ["sketch"])]
+        return self._rows(
+            "perf_windows",
+            f"SELECT * EXCLUDE ({', '.join(drop)}) FROM perf_windows WHERE {' AND '.join(where)}"
+            " ORDER BY window_start DESC, program, module NULLS FIRST, route NULLS FIRST, model NULLS FIRST"
+            f" LIMIT {limit}",
+            params,
+        )
+
     def dead_letters(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         """``tenant``'s newest dead letters (at most ``limit``, clamped to 1..1000).
 

@@ -184,6 +184,45 @@ class OptimizerRun(EventBase):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class PerfWindow(EventBase):
+    """Performance of one key over one closed event-time window (derived: history processor).
+
+    The key is ``(tenant, program, module, route, model)``; ``ts`` is ``window_end``.
+    Counts cover the key's executions and LM calls; quality is the feedback joined to
+    the key's executions, in the window of the feedback's own time.  ``sketch`` is the
+    mergeable latency sketch (``alpha``, ``zero`` count, bucket ``index`` / ``count``;
+    bucket ``i`` reads ``2 g^i / (g + 1)`` with ``g = (1 + alpha) / (1 - alpha)``).
+    """
+
+    kind: Literal["window"] = "window"
+    program: Name | None = None
+    module: Name | None = None
+    route: Name | None = None
+    model: Name | None = None
+    window_size: Name
+    window_start: dt.datetime
+    window_end: dt.datetime
+    count: int = Field(default=0, ge=0)
+    lm_calls: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    errors_by_type: dict[str, int] = Field(default_factory=dict)
+    error_rate: float | None = None
+    latency_n: int = Field(default=0, ge=0)
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+    cache_hits: int = Field(default=0, ge=0)
+    cache_known: int = Field(default=0, ge=0)
+    cache_hit_rate: float | None = None
+    quality_n: int = Field(default=0, ge=0)
+    quality_mean: float | None = None
+    sketch: dict[str, Any] = Field(default_factory=dict)
+
+
 EVENT_TYPES: tuple[type[EventBase], ...] = (
     Execution,
     LMCall,
@@ -192,6 +231,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     Signal,
     Adaptation,
     OptimizerRun,
+    PerfWindow,
 )
 
 Event = Annotated[Union[tuple(EVENT_TYPES)], Field(discriminator="kind")]  # type: ignore[valid-type]

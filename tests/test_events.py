@@ -22,6 +22,8 @@ SAMPLES = [
     {"kind": "signal", "signal_type": "drift", "metric": "psi", "score": 0.3, "explanation": {"top": ["len"]}},
     {"kind": "adaptation", "action": "routing_table", "version": 2, "caused_by": [str(uuid.uuid4())]},
     {"kind": "optimizer_run", "job_id": "j1", "program": "qa", "optimizer": "MIPROv2", "status": "running"},
+    {"kind": "window", "program": "qa", "window_size": "1m", "window_start": "2026-11-22T10:00:00Z",
+     "window_end": "2026-11-22T10:01:00Z", "count": 3, "errors_by_type": {"Timeout": 1}, "p95_ms": 12.5},
 ]
 
 

@@ -85,6 +85,7 @@ def event(kind: str = "execution", **fields: Any) -> dict[str, Any]:
         "signal": {"signal_type": "anomaly", "explanation": {"z": 4.2}},
         "adaptation": {"action": "route", "caused_by": [str(new_id())], "details": {"share": 0.1}},
         "optimizer_run": {"job_id": "j1", "program": "qa", "optimizer": "MIPROv2", "status": "running"},
+        "window": {"window_size": "1m", "window_start": T0.isoformat(), "window_end": T0.isoformat()},
         "dead_letter": {"reason": "bad", "payload": "{}"},
     }.get(kind, {})
     return {**base, **required, **fields}
@@ -111,7 +112,7 @@ def test_migrations_are_recorded_and_idempotent_on_reopen(tmp_path: Path) -> Non
     Store(path).close()
     Store(path).close()
     con = duckdb.connect(str(path))
-    assert con.execute("SELECT version FROM schema_migrations").fetchall() == [(LATEST_VERSION,)]
+    assert con.execute("SELECT version FROM schema_migrations").fetchall() == [(v,) for v in range(1, LATEST_VERSION + 1)]
     assert migrate(con) == []
     con.close()
 
