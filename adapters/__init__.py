@@ -44,6 +44,7 @@ __all__ = [
     "default_spill_dir",
     "emit",
     "AdaptdCallback",
+    "AdaptdSpanProcessor",
     "execution_id_of",
     "feedback",
     "features",
@@ -63,6 +64,7 @@ _LAZY = {
     "AdaptdCallback": "adapters.dspy_callback",
     "execution_id_of": "adapters.dspy_callback",
     "session": "adapters.dspy_callback",
+    "AdaptdSpanProcessor": "adapters.otel_bridge",
 }
 
 

@@ -37,6 +37,7 @@ from dspy.utils.callback_context import ACTIVE_CALL_ID
 
 import adapters as _sdk
 from adapters import dspy_describe as describe
+from adapters import dspy_dispatch
 from adapters.client import Client
 from adapters.encode import DEFER
 
@@ -107,6 +108,7 @@ class AdaptdCallback(BaseCallback):
         session_id: str | None = None,
         capture_content: bool = False,
         redact: describe.Redactor | None = None,
+        fast_dispatch: bool = True,
     ) -> None:
         """Args:
             program: The program name; default: the class of the outermost module.
@@ -117,6 +119,9 @@ class AdaptdCallback(BaseCallback):
                 per callback; ``adapters.session()`` overrides it for a block.
             capture_content: Send raw inputs and outputs instead of their features.
             redact: ``redact(field_name, value) -> value`` applied to raw content.
+            fast_dispatch: Cache DSPy's choice of callback method per call site
+                (``adapters.dspy_dispatch``): it saves ~50 µs per module call, for
+                every callback. False leaves DSPy untouched.
         """
         self.program = program
         self.client = client
@@ -126,6 +131,8 @@ class AdaptdCallback(BaseCallback):
         self.capture_content = capture_content
         self.redact = redact
         self._calls: dict[str, _Call] = {}
+        if fast_dispatch:
+            dspy_dispatch.install()
         #: Callback failures swallowed so far (each logged once by the client).
         self.errors = 0
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import re
+import string
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -37,8 +37,12 @@ MAX_SKETCH_ITEMS = 10_000
 TEXT_SKETCH_DIM = 32
 #: Texts longer than this are sketched on their first this-many characters only.
 MAX_TEXT_SKETCH_CHARS = 20_000
-#: Word tokens as scikit-learn's default ``token_pattern``: two or more word characters.
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+#: Whitespace and ASCII punctuation separate tokens (``str.translate`` + ``split``: both
+#: in C, twice as fast as a regex ``findall``).
+_SEPARATORS = str.maketrans(dict.fromkeys(string.punctuation, " "))
+#: Token -> signed bucket code, per dimension; cleared when it reaches the bound.
+_token_codes: dict[int, dict[str, int]] = {}
+_MAX_TOKEN_CODES = 100_000
 
 _JSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -51,8 +55,9 @@ def sketch(data: bytes) -> str:
 def text_sketch(text: str, dim: int = TEXT_SKETCH_DIM) -> list[int]:
     """The signed hashed bag-of-words of ``text``, L2-normalised and scaled to int8.
 
-    Each lower-cased word token adds +1 or -1 (the sign is a hash bit, so collisions
-    cancel out on average rather than pile up) to bucket ``crc32(token) % dim``.
+    Tokens are the lower-cased runs of two or more characters between whitespace and
+    ASCII punctuation. Each adds +1 or -1 (the sign is a hash bit, so collisions cancel
+    out on average rather than pile up) to bucket ``crc32(token) % dim``.
 
     Args:
         text: Any string; only its first ``MAX_TEXT_SKETCH_CHARS`` characters are read.
@@ -60,19 +65,35 @@ def text_sketch(text: str, dim: int = TEXT_SKETCH_DIM) -> list[int]:
 
     Returns:
         ``dim`` integers in [-127, 127] whose vector has norm ~127; all zeros when
-        ``text`` has no word token (empty, punctuation only).
+        ``text`` has no token (empty, punctuation only).
     """
-    mask = dim - 1
     vec = [0] * dim
-    crc32 = zlib.crc32
-    for token in _TOKEN.findall(text[:MAX_TEXT_SKETCH_CHARS].lower()):
-        h = crc32(token.encode("utf-8", "surrogatepass"))
-        vec[h & mask] += 1 if h & 0x80000000 else -1
+    codes = _token_codes.get(dim)
+    if codes is None:
+        codes = _token_codes[dim] = {}
+    for token in text[:MAX_TEXT_SKETCH_CHARS].lower().translate(_SEPARATORS).split():
+        code = codes.get(token)
+        if code is None:  # words repeat across texts: hash each one once
+            if len(codes) >= _MAX_TOKEN_CODES:
+                codes.clear()
+            code = codes[token] = _token_code(token, dim)
+        if code > 0:
+            vec[code - 1] += 1
+        elif code < 0:
+            vec[-code - 1] -= 1
     norm = math.hypot(*vec)
     if not norm:
         return vec
     scale = 127 / norm
     return [round(v * scale) if v else 0 for v in vec]
+
+
+def _token_code(token: str, dim: int) -> int:
+    """``+(bucket + 1)`` or ``-(bucket + 1)`` for a token; 0 for one-character tokens."""
+    if len(token) < 2:
+        return 0
+    h = zlib.crc32(token.encode("utf-8", "surrogatepass"))
+    return ((h & (dim - 1)) + 1) * (1 if h & 0x80000000 else -1)
 
 
 def _type_name(value: object) -> str:
