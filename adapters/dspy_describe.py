@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -141,10 +142,15 @@ def provider_of(model: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=4096)
 def price(model: str, tokens_in: int, tokens_out: int) -> float | None:
-    """Cost in USD of one call from LiteLLM's local price map; None for unknown models."""
-    try:
-        import litellm  # already imported by DSPy; imported here so the SDK does not need it
+    """Cost in USD of one call from LiteLLM's local price map.
 
+    None for models not in the map, and when LiteLLM was never imported (an LM that does
+    not go through LiteLLM has no price there).
+    """
+    litellm = sys.modules.get("litellm")
+    if litellm is None:  # never import it here: seconds of GIL on the worker; LMs that
+        return None      # are priced by LiteLLM have imported it already
+    try:
         # Unknown models make LiteLLM print a provider list to stdout: ask the map first.
         if model not in litellm.model_cost and model.split("/", 1)[-1] not in litellm.model_cost:
             return None

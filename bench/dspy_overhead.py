@@ -1,5 +1,6 @@
 """What instrumentation adds to a DSPy program: none vs AdaptdCallback vs OpenInference.
 
+A no-op callback shows what DSPy's own callback dispatch costs (any callback pays it).
 The program is a ``dspy.ChainOfThought("question -> answer")`` on ``DummyLM`` (two module
 calls per program call: the ChainOfThought and its Predict, plus one LM call and the
 adapter's format and parse). Each configuration runs in its own fresh process, the
@@ -21,7 +22,10 @@ import subprocess
 import sys
 import time
 
-CONFIGS = ("none", "adaptd", "openinference")
+#: none: no instrumentation; noop: a DSPy callback that does nothing (DSPy's own dispatch
+#: cost, which any callback pays); adaptd: AdaptdCallback (with its cached dispatch);
+#: openinference: OpenInference's DSPy instrumentation.
+CONFIGS = ("none", "noop", "adaptd", "openinference")
 MODULE_CALLS_PER_PROGRAM_CALL = 2
 
 
@@ -33,7 +37,11 @@ def child(config: str, calls: int, batch: int) -> None:
     answers = [{"reasoning": "two plus two", "answer": "4"}] * (calls + 200)
     lm = DummyLM(answers)
     callbacks = []
-    if config == "adaptd":
+    if config == "noop":
+        from dspy.utils.callback import BaseCallback
+
+        callbacks = [BaseCallback()]
+    elif config == "adaptd":
         from adapters import AdaptdCallback, Client
         from adapters.exporter import ExportResult
 
@@ -105,6 +113,8 @@ def main() -> None:
         over = statistics.median(x - b for x, b in zip(medians[config], medians["none"]))
         print(f"  {config:14s} {m:8.1f} us/call   overhead {over:7.1f} us/call"
               f" = {over / MODULE_CALLS_PER_PROGRAM_CALL:6.1f} us per module call")
+    own = statistics.median(x - b for x, b in zip(medians["adaptd"], medians["noop"]))
+    print(f"  adaptd beyond a no-op callback: {own:.1f} us/call = {own / MODULE_CALLS_PER_PROGRAM_CALL:.1f} us per module call")
     a = statistics.median(x - b for x, b in zip(medians["adaptd"], medians["none"]))
     o = statistics.median(x - b for x, b in zip(medians["openinference"], medians["none"]))
     print(f"  adaptd overhead / OpenInference overhead = {a / o:.2f} (base {base:.1f} us/call)")

@@ -263,3 +263,30 @@ def test_compile_is_recorded_as_one_execution_above_the_runs_it_makes(client, ex
     (compile_,) = [e for e in events if e["module_type"] == "compile" and e["parent_id"] is None]
     assert compile_["module"] == "BootstrapFewShot" and compile_["program"] == "Predict"
     assert any(e["root_id"] == compile_["id"] and e["module_type"] == "Predict" for e in events)
+
+
+def test_cached_dispatch_calls_the_same_handlers_as_dspys_own(client, exporter):
+    from adapters import dspy_dispatch
+
+    def trees() -> list:
+        def lookup(city: str) -> str:
+            """Return the population of a city."""
+            return "2.1 million"
+
+        react = dspy.ReAct("question -> answer", tools=[lookup])
+        lm = DummyLM([
+            {"next_thought": "t", "next_tool_name": "lookup", "next_tool_args": {"city": "Paris"}},
+            {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+            {"reasoning": "r", "answer": "2.1 million"},
+        ])  # fmt: skip
+        seen = len(sent(client, exporter))
+        run(react, lm, AdaptdCallback(program="p", client=client, fast_dispatch=False), question="q")
+        return tree(sent(client, exporter)[seen:])
+
+    dspy_dispatch.uninstall()
+    try:
+        plain = trees()
+        assert dspy_dispatch.install() and dspy_dispatch.installed()
+        assert trees() == trees() == plain  # the second run is served from the cache
+    finally:
+        dspy_dispatch.install()
