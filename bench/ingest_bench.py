@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+import daemon_proc  # bench/ is on sys.path when a script here runs
 import httpx
 import orjson
 
@@ -68,40 +64,11 @@ def make_bodies(events: int, batch: int, seed: int = 7) -> list[bytes]:
     return bodies
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM of ``pid`` in MiB (the kernel's peak resident set size)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run(events: int, batch: int, connections: int, fsync: str) -> dict[str, object]:
     bodies = make_bodies(events, batch)
-    data_dir = Path(tempfile.mkdtemp(prefix="adaptd-bench-"))
-    port = free_port()
-    env = {**os.environ, "ADAPTD_LOG__FSYNC": fsync, "ADAPTD_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
-                            cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("daemon did not start")
-            time.sleep(0.05)
-
+    with daemon_proc.daemon(fsync, prefix="adaptd-bench-") as (proc, url):
         latencies: list[float] = []
         next_body = iter(bodies)
         lock = threading.Lock()
@@ -142,7 +109,7 @@ def run(events: int, batch: int, connections: int, fsync: str) -> dict[str, obje
                     raise SystemExit("projector did not catch up in 30 min")
                 time.sleep(0.05)
         projected_elapsed = time.perf_counter() - start
-        rss = peak_rss_mb(proc.pid)
+        rss = daemon_proc.peak_rss_mb(proc.pid)
         latencies.sort()
         return {
             "events": events, "batch": batch, "connections": connections, "fsync": fsync,
@@ -154,10 +121,6 @@ def run(events: int, batch: int, connections: int, fsync: str) -> dict[str, obje
             "daemon_peak_rss_mb": round(rss, 1),
             "seconds_to_ack": round(ack_elapsed, 2), "seconds_to_project": round(projected_elapsed, 2),
         }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=120)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main() -> None:

@@ -26,18 +26,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+import daemon_proc  # bench/ is on sys.path when a script here runs
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -145,18 +141,6 @@ def make_bodies(requests: int, spans: int, seed: int = 7, content: bool = True) 
     return bodies
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM of ``pid`` in MiB (the kernel's peak resident set size)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def stages(bodies: list[bytes]) -> dict[str, object]:
@@ -203,34 +187,12 @@ def stages(bodies: list[bytes]) -> dict[str, object]:
             "total_cpu_us_per_span": round(total / spans * 1e6, 1), "spans_per_cpu_s": round(spans / total)}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def run(seconds: float, spans: int, connections: int, fsync: str, requests: int,
         content: bool = True) -> dict[str, object]:
     bodies = make_bodies(requests, spans, content=content)
-    data_dir = Path(tempfile.mkdtemp(prefix="adaptd-otlp-bench-"))
-    port = free_port()
-    env = {**os.environ, "ADAPTD_LOG__FSYNC": fsync, "ADAPTD_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
-                            cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("daemon did not start")
-            time.sleep(0.05)
-
-        cpu_before = cpu_seconds(proc.pid)
+    with daemon_proc.daemon(fsync, prefix="adaptd-otlp-bench-") as (proc, url):
+        cpu_before = daemon_proc.cpu_seconds(proc.pid)
         latencies: list[float] = []
         next_body = iter(bodies)
         lock = threading.Lock()
@@ -273,8 +235,8 @@ def run(seconds: float, spans: int, connections: int, fsync: str, requests: int,
                     raise SystemExit("projector did not catch up in 30 min")
                 time.sleep(0.05)
         projected_elapsed = time.perf_counter() - start
-        daemon_cpu = cpu_seconds(proc.pid) - cpu_before
-        rss = peak_rss_mb(proc.pid)
+        daemon_cpu = daemon_proc.cpu_seconds(proc.pid) - cpu_before
+        rss = daemon_proc.peak_rss_mb(proc.pid)
         latencies.sort()
         return {
             "seconds": seconds, "spans_per_request": spans, "connections": connections, "fsync": fsync,
@@ -291,10 +253,6 @@ def run(seconds: float, spans: int, connections: int, fsync: str, requests: int,
             "daemon_cpu_us_per_span": round(daemon_cpu / acked_spans * 1e6, 1) if acked_spans else None,
             "seconds_to_ack": round(ack_elapsed, 2), "seconds_to_project": round(projected_elapsed, 2),
         }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=120)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main() -> None:

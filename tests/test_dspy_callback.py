@@ -15,6 +15,8 @@ import litellm
 import pytest
 from dspy.utils import DummyLM
 
+from dspy_programs import Pipeline
+
 from adapters import AdaptdCallback, Client, InMemoryExporter, execution_id_of, session
 
 MOCK_ANSWER = "[[ ## reasoning ## ]]\nbecause it is\n\n[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
@@ -111,18 +113,6 @@ def test_react_with_a_tool_records_each_step_and_tool_call(client, exporter):
         (3, "lm_call", "population", None, "dummy"),
     ]
 
-
-class Pipeline(dspy.Module):
-    """A nested custom module: draft with one predictor, then refine with a CoT."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.draft = dspy.Predict("question -> answer")
-        self.refine = dspy.ChainOfThought("question, draft -> answer")
-
-    def forward(self, question: str) -> dspy.Prediction:
-        draft = self.draft(question=question).answer
-        return self.refine(question=question, draft=draft)
 
 
 def test_nested_module_with_a_litellm_model_carries_tokens_and_cost_of_each_call(client, exporter):

@@ -17,20 +17,13 @@ import httpx
 import pytest
 from dspy.utils import DummyLM
 
+from dspy_programs import Pipeline
+
 from adapters import AdaptdCallback, Client
 from conftest import free_port, wait_until
 
 CALLS = 200
 
-
-class Pipeline(dspy.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.draft = dspy.Predict("question -> answer")
-        self.refine = dspy.ChainOfThought("question, draft -> answer")
-
-    def forward(self, question: str) -> dspy.Prediction:
-        return self.refine(question=question, draft=self.draft(question=question).answer)
 
 
 def test_a_dspy_program_lands_in_the_daemon_as_its_call_tree(daemon_factory, tmp_path: Path) -> None:

@@ -1,0 +1,70 @@
+"""A real ``adaptd up`` subprocess for benchmarks: start, wait until healthy, measure, end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of ``pid`` in MiB (the kernel's peak resident set size); NaN if unknown."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def daemon(fsync: str = "batch", prefix: str = "adaptd-bench-", timeout: float = 60) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Run a daemon in a fresh data directory; yields ``(process, base_url)`` once healthy.
+
+    Raises:
+        SystemExit: the daemon did not answer ``/v1/health`` within ``timeout`` seconds.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    port = free_port()
+    env = {**os.environ, "ADAPTD_LOG__FSYNC": fsync, "ADAPTD_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
+                            cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("daemon did not start")
+            time.sleep(0.05)
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+        shutil.rmtree(data_dir, ignore_errors=True)
