@@ -36,7 +36,7 @@ replay recognises them to compare a re-run with what the live processors appende
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -118,6 +118,8 @@ class EventBatch:
         status_error: True for ``status == "error"``.
         cache_hit: -1 unknown, 0 miss, 1 hit (int8).
         offset, append_ms: the log record's offset and the log's append time (ms).
+        extra: top-level fields some processor asked for by name (``columns``) beyond
+            the fixed columns: per field, each row's decoded JSON value (None if absent).
     """
 
     kind: np.ndarray
@@ -141,6 +143,7 @@ class EventBatch:
     offset: np.ndarray
     append_ms: np.ndarray
     wm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    extra: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -152,12 +155,13 @@ class EventBatch:
 
     @classmethod
     def from_events(cls, events: Sequence[Mapping[str, Any]], offsets: Sequence[int] | None = None,
-                    append_ms: Sequence[int] | None = None) -> "EventBatch":
+                    append_ms: Sequence[int] | None = None, columns: Iterable[str] = ()) -> "EventBatch":
         """Build a batch from event dicts (the slow path: tests, and logs JSON can't bulk-parse).
 
         Events of kinds outside ``SOURCE_KINDS`` are skipped.  ``ts`` may be a datetime
         or an ISO string; ``offsets`` default to 0, 1, ...; ``append_ms`` to 0 (no bound
-        on how far event time runs ahead of the log).
+        on how far event time runs ahead of the log).  ``columns`` name the ``extra``
+        fields to carry (as they are in the events).
 
         Raises:
             KeyError, ValueError, TypeError: an event lacks ``id`` / ``ts`` or has a bad one.
@@ -185,6 +189,7 @@ class EventBatch:
             append_ms=np.array([appended[i] for i, _ in rows], np.int64),
             **{name: Cat.from_list([text(e.get(name)) for _, e in rows]) for name in _STRING_COLUMNS},
             **{name: floats(name) for name in _FLOAT_COLUMNS},
+            extra={name: [e.get(name) for _, e in rows] for name in columns},
         )
         if n:
             # tenant defaults like the model's default: canonical events always carry it.
@@ -206,6 +211,7 @@ class EventBatch:
             cache_hit=self.cache_hit[index], score=self.score[index], probability=self.probability[index],
             execution_id=[self.execution_id[i] for i in pick], offset=self.offset[index],
             append_ms=self.append_ms[index], wm=self.wm[index] if len(self.wm) == len(self.kind) else self.wm,
+            extra={name: [values[i] for i in pick] for name, values in self.extra.items()},
         )
 
 
@@ -218,6 +224,9 @@ class SourceProcessor(Protocol):
     #: The source kinds it reads (a subset of ``SOURCE_KINDS``); it is given batches that
     #: may hold other source kinds too and ignores them.
     kinds: frozenset[str]
+    # Optional (not declared here, so processors without it still match the protocol):
+    # ``columns: frozenset[str]``, top-level event fields it needs beyond the fixed
+    # columns (e.g. ``inputs``); the runtime then parses them into ``EventBatch.extra``.
 
     def initial_state(self) -> Any:
         """The state before any event."""

@@ -5,6 +5,9 @@ parsed in one call of Arrow's JSON reader with a fixed schema of the columns pro
 use (other fields are skipped unparsed).  A batch Arrow cannot read (a damaged record,
 which the projector dead-letters) is parsed again record by record, skipping the bad
 ones: the result is the same either way, so the parse never depends on batch boundaries.
+
+Fields outside that schema that a processor asks for (``columns``, e.g. ``inputs``, a
+free-form mapping Arrow cannot type) are read by decoding just the records that hold them.
 """
 
 from __future__ import annotations
@@ -58,24 +61,28 @@ class Parsed:
     unreadable: int = 0
 
 
-def parse_records(records: Sequence[Record], kinds: frozenset[str] = frozenset(SOURCE_KINDS)) -> Parsed:
+def parse_records(records: Sequence[Record], kinds: frozenset[str] = frozenset(SOURCE_KINDS),
+                  columns: frozenset[str] = frozenset()) -> Parsed:
     """The events of ``kinds`` among ``records``, in log order, as one ``EventBatch``.
+
+    ``columns``: top-level fields to carry in ``EventBatch.extra`` (decoded JSON values,
+    None where absent); none by default, which costs nothing.
 
     Records of other kinds (derived events, dead letters) are skipped without counting.
     ``EventBatch.wm`` is left empty (the runtime sets it).  An empty ``records`` gives an
     empty batch.  Never raises on bad record content.
     """
     if not records:
-        return Parsed(EventBatch.empty())
+        return Parsed(EventBatch.from_events([], columns=columns))
     wanted = sorted(k for k in kinds if k in KIND_CODE)
     blob = b"\n".join(r.value for r in records)
     try:
         table = pj.read_json(io.BytesIO(blob), parse_options=_PARSE,
                              read_options=pj.ReadOptions(use_threads=False, block_size=len(blob) + 1))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _parse_slowly(records, wanted)
+        return _parse_slowly(records, wanted, columns)
     if table.num_rows != len(records):  # a record held a raw newline: not ours, go slowly
-        return _parse_slowly(records, wanted)
+        return _parse_slowly(records, wanted, columns)
     keep = pc.fill_null(pc.is_in(table["kind"], value_set=pa.array(wanted, pa.string())), False)
     valid = pc.and_(pc.is_valid(table["id"]), pc.is_valid(table["ts"]))
     bad = int(pc.sum(pc.and_not(keep, valid)).as_py() or 0)
@@ -83,7 +90,31 @@ def parse_records(records: Sequence[Record], kinds: frozenset[str] = frozenset(S
     table = table.take(pa.array(rows, pa.int64()))
     offsets = np.fromiter((records[i].offset for i in rows.tolist()), np.int64, len(rows))
     stamps = np.fromiter((records[i].timestamp_ms for i in rows.tolist()), np.int64, len(rows))
-    return Parsed(_from_table(table, offsets, stamps), bad)
+    batch = _from_table(table, offsets, stamps)
+    if columns:
+        batch.extra = _extra([records[i].value for i in rows.tolist()], columns)
+    return Parsed(batch, bad)
+
+
+def _extra(values: list[bytes], columns: frozenset[str]) -> dict[str, list]:
+    """Each of ``columns`` from each record (None where absent), decoding only records
+    whose text names one of them (a record without the name cannot hold the field)."""
+    names = sorted(columns)
+    out: dict[str, list] = {name: [None] * len(values) for name in names}
+    needles = [f'"{name}"'.encode() for name in names]
+    for i, value in enumerate(values):
+        for needle in needles:  # a plain loop: any(<generator>) costs more than the test
+            if needle in value:
+                break
+        else:
+            continue
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError:  # Arrow read it, so this is not expected; skip
+            continue
+        for name in names:
+            out[name][i] = event.get(name)
+    return out
 
 
 def _from_table(table: pa.Table, offsets: np.ndarray, append_ms: np.ndarray) -> EventBatch:
@@ -116,7 +147,7 @@ def _from_table(table: pa.Table, offsets: np.ndarray, append_ms: np.ndarray) -> 
     )
 
 
-def _parse_slowly(records: Sequence[Record], wanted: list[str]) -> Parsed:
+def _parse_slowly(records: Sequence[Record], wanted: list[str], columns: frozenset[str] = frozenset()) -> Parsed:
     events, offsets, stamps, bad = [], [], [], 0
     kinds = set(wanted)
     for record in records:
@@ -139,4 +170,4 @@ def _parse_slowly(records: Sequence[Record], wanted: list[str]) -> Parsed:
             events.append(event)
             offsets.append(record.offset)
             stamps.append(record.timestamp_ms)
-    return Parsed(EventBatch.from_events(events, offsets, stamps), bad)
+    return Parsed(EventBatch.from_events(events, offsets, stamps, columns), bad)

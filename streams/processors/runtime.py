@@ -86,6 +86,7 @@ class ProcessorRuntime:
         self._log, self._processors = log, list(processors)
         self._sources = [p for p in processors if getattr(p, "upstream", None) is None]
         self.kinds = frozenset().union(*(p.kinds for p in self._sources)) if self._sources else frozenset()
+        self.columns = frozenset().union(*(getattr(p, "columns", frozenset()) for p in self._sources))
         self._path = Path(snapshot_path) if snapshot_path is not None else None
         self._group, self._partition = group, partition
         self._lateness = int(round(lateness_s * US))
@@ -164,7 +165,7 @@ class ProcessorRuntime:
         return True
 
     def _run(self, records: list) -> None:
-        parsed = parse_records(records, self.kinds)
+        parsed = parse_records(records, self.kinds, self.columns)
         batch = parsed.batch
         batch.wm, high = watermarks(batch.ts, batch.append_ms, self.high, self._lateness, self._max_future)
         watermark = watermark_of(high, self._lateness)
