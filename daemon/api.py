@@ -232,6 +232,22 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         )
         return {"window": window, "items": rows}
 
+    @app.get("/v1/signals", summary="Anomaly, drift and breaker signals, newest first")
+    async def signals(
+        request: Request,
+        tenant: Tenant,
+        program: str | None = None,
+        signal_type: str | None = Query(None, pattern="^(anomaly|drift|breaker)$"),
+        state: str | None = Query(None, pattern="^(open|update|resolved)$"),
+        since: dt.datetime | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        rows = await run_in_threadpool(
+            runtime_of(request).store.signals, tenant, program=program, signal_type=signal_type, state=state,
+            since=since, limit=limit,
+        )
+        return {"items": rows}
+
     @app.get("/v1/stream", summary="Live tail of this tenant's events (Server-Sent Events)")
     async def stream(
         request: Request,

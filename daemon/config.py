@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .alerts import AlertSettings
+
 
 class ConfigError(Exception):
     """The configuration is invalid; the message says which setting and how to fix it."""
@@ -68,6 +70,18 @@ class ProcessorSettings(BaseModel):
                                        description="ascending window sizes, each dividing the next")
     dedupe_events: int = Field(100_000, ge=1, description="re-sent ids are recognised within this many events")
     join_events: int = Field(500_000, ge=1, description="feedback joins executions within this many events")
+    drift_enabled: bool = Field(True, description="run the drift processor")
+    drift_window: str = Field("5m", description="drift windows per program, in event time")
+    drift_min_executions: int = Field(500, ge=1, description="a drift window extends until it holds this many")
+    drift_resolve_windows: int = Field(3, ge=1, description="clean windows before a drift incident resolves")
+
+    @field_validator("drift_window")
+    @classmethod
+    def _drift_window(cls, value: str) -> str:
+        from streams.processors.windows import parse_size
+
+        parse_size(value)
+        return value
 
     @field_validator("history_windows")
     @classmethod
@@ -102,6 +116,7 @@ class Settings(BaseSettings):
     tenants: list[Tenant] = Field(default_factory=list)
     projector_batch: int = Field(50_000, ge=1)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     shutdown_timeout_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

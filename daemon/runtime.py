@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.log import StreamLog, open_log
+from streams.processors.anomaly import AnomalyProcessor
+from streams.processors.drift import DriftProcessor, DriftProcessorConfig
+from streams.processors.error_burst import ErrorBurstProcessor
 from streams.processors.history import HistoryProcessor
 from streams.processors.runtime import ProcessorRuntime
 
+from .alerts import AlertDispatcher
 from .config import ConfigError, ProcessorSettings, Settings
 from .projector import Projector
 from .store import Store
@@ -45,11 +49,19 @@ class Counters:
 def build_processors(settings: ProcessorSettings) -> list:
     """The processors the daemon runs, in order (source processors, then derived ones).
 
-    Replay builds them with this too, so a re-run matches the live ones.  The anomaly and
-    drift processors plug in here (derived processors reading ``history``'s windows).
+    Replay builds them with this too, so a re-run matches the live ones.
     """
-    return [HistoryProcessor(settings.history_windows, dedupe_events=settings.dedupe_events,
-                             join_events=settings.join_events)]
+    processors: list = [
+        HistoryProcessor(settings.history_windows, dedupe_events=settings.dedupe_events,
+                         join_events=settings.join_events),
+        ErrorBurstProcessor(),  # error-rate bursts from raw executions, within seconds
+    ]
+    if settings.drift_enabled:
+        processors.append(DriftProcessor(DriftProcessorConfig(
+            window=settings.drift_window, min_executions=settings.drift_min_executions,
+            resolve_windows=settings.drift_resolve_windows)))
+    processors.append(AnomalyProcessor())  # derived: detectors over history's closed windows
+    return processors
 
 
 def runtime_options(settings: ProcessorSettings) -> dict[str, object]:
@@ -108,6 +120,11 @@ class Runtime:
                 self.store.close()
                 raise
             self.processors.start()
+        # Alert sinks follow the signals in the log (consumer group "alerts").
+        alerts = settings.alerts
+        self.alerts = AlertDispatcher(self.log, alerts) if alerts.enabled and alerts.has_sinks else None
+        if self.alerts is not None:
+            self.alerts.start()
         self._closed = False
 
     def close(self, timeout: float | None = None) -> None:
@@ -119,6 +136,8 @@ class Runtime:
             return
         self._closed = True
         budget = self.settings.shutdown_timeout_s if timeout is None else timeout
+        if self.alerts is not None:
+            self.alerts.stop(timeout=min(budget, 5.0))
         if self.processors is not None:  # drain first: its last outputs still get projected
             started = time.monotonic()
             self.processors.stop(timeout=budget / 2)
@@ -147,5 +166,6 @@ class Runtime:
             "projector_lag": max(0, end - position),
             "projector_errors": self.projector.errors,
             "processors": self.processors.stats() if self.processors is not None else None,
+            "alerts": self.alerts.stats() if self.alerts is not None else None,
             "uptime_s": round(time.time() - self.started_at, 3),
         }

@@ -376,6 +376,40 @@ class Store:
             params,
         )
 
+    def signals(
+        self,
+        tenant: str,
+        program: str | None = None,
+        signal_type: str | None = None,
+        state: str | None = None,
+        since: dt.datetime | str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """``tenant``'s signals (anomaly, drift, breaker), newest event time first.
+
+        Args:
+            program, signal_type, state: exact-match filters (None: any).
+            since: inclusive lower bound on ``ts`` (naive = UTC).
+            limit: clamped to 1..1000.
+
+        Returns:
+            JSON-friendly rows; [] when none.
+
+        Raises:
+            ValueError: ``since`` is not an ISO 8601 time.
+        """
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        where, params = ["tenant = ?"], [tenant]
+        for name, value in (("program", program), ("signal_type", signal_type), ("state", state)):
+            if value is not None:
+                where.append(f"{name} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(_as_time(since, "since"))
+        return self._rows("signals", f"SELECT * EXCLUDE (v, kind) FROM signals WHERE {' AND '.join(where)}"
+                          f" ORDER BY ts DESC, id LIMIT {limit}", params)
+
     def dead_letters(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         """``tenant``'s newest dead letters (at most ``limit``, clamped to 1..1000).
 
