@@ -284,10 +284,7 @@ class Store:
         """
         limit = max(1, min(int(limit), MAX_LIMIT))
         where, params = ["tenant = ?"], [tenant]
-        for name, value in (("program", program), ("module", module), ("route", route), ("status", status)):
-            if value is not None:
-                where.append(f"{name} = ?")
-                params.append(value)
+        _equal(where, params, (("program", program), ("module", module), ("route", route), ("status", status)))
         if since is not None:
             where.append("ts >= ?")
             params.append(_as_time(since, "since"))
@@ -357,10 +354,7 @@ class Store:
         """
         limit = max(1, min(int(limit), MAX_LIMIT))
         where, params = ["tenant = ?", "window_size = ?"], [tenant, window_size]
-        for name, value in (("program", program), ("module", module), ("route", route), ("model", model)):
-            if value is not None:
-                where.append(f"{name} = ?")
-                params.append(value)
+        _equal(where, params, (("program", program), ("module", module), ("route", route), ("model", model)))
         if since is not None:
             where.append("window_start >= ?")
             params.append(_as_time(since, "since"))
@@ -400,10 +394,7 @@ class Store:
         """
         limit = max(1, min(int(limit), MAX_LIMIT))
         where, params = ["tenant = ?"], [tenant]
-        for name, value in (("program", program), ("signal_type", signal_type), ("state", state)):
-            if value is not None:
-                where.append(f"{name} = ?")
-                params.append(value)
+        _equal(where, params, (("program", program), ("signal_type", signal_type), ("state", state)))
         if since is not None:
             where.append("ts >= ?")
             params.append(_as_time(since, "since"))
@@ -469,6 +460,14 @@ def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
         cur.execute("ROLLBACK")
     except duckdb.Error:
         pass  # the failed statement may already have ended the transaction
+
+
+def _equal(where: list[str], params: list[Any], pairs: Sequence[tuple[str, Any]]) -> None:
+    """Add ``column = ?`` to ``where`` (and the value to ``params``) for each given value."""
+    for name, value in pairs:
+        if value is not None:
+            where.append(f"{name} = ?")
+            params.append(value)
 
 
 def _plain(names: list[str], row: tuple, json_columns: Any) -> dict[str, Any]:
