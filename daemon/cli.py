@@ -142,15 +142,16 @@ def replay(data_dir: Path, into: Path, overwrite: bool, config: Path | None, no_
     if into.exists() and not overwrite:
         fail(f"{into} exists: pass --overwrite or choose another --into")
     try:
-        processors = load_settings(config).processors
+        loaded = load_settings(config)
     except ConfigError as exc:
         fail(str(exc))
+    processors = loaded.processors
     log = FileLog(log_dir, read_only=True)
     derived = None
     try:
         result = run_replay(log, into, overwrite=overwrite)
         if processors.enabled and not no_derived:
-            derived = check_derived(log, build_processors(processors), **runtime_options(processors))
+            derived = check_derived(log, build_processors(processors, loaded.routing), **runtime_options(processors))
     except (OSError, ValueError) as exc:
         fail(str(exc))
     finally:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .adaptation.config import ProgramRouting
 from .alerts import AlertSettings
 
 
@@ -117,6 +118,8 @@ class Settings(BaseSettings):
     projector_batch: int = Field(50_000, ge=1)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    #: Programs whose LM routes adaptd chooses (``[[routing]]``; see ``ProgramRouting``).
+    routing: list[ProgramRouting] = Field(default_factory=list)
     shutdown_timeout_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from streams.processors.error_burst import ErrorBurstProcessor
 from streams.processors.history import HistoryProcessor
 from streams.processors.runtime import ProcessorRuntime
 
+from .adaptation.config import ProgramRouting
+from .adaptation.policy import RoutingPolicy
 from .alerts import AlertDispatcher
 from .config import ConfigError, ProcessorSettings, Settings
 from .projector import Projector
@@ -46,7 +49,7 @@ class Counters:
                 setattr(self, name, getattr(self, name) + delta)
 
 
-def build_processors(settings: ProcessorSettings) -> list:
+def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouting] = ()) -> list:
     """The processors the daemon runs, in order (source processors, then derived ones).
 
     Replay builds them with this too, so a re-run matches the live ones.
@@ -60,6 +63,8 @@ def build_processors(settings: ProcessorSettings) -> list:
         processors.append(DriftProcessor(DriftProcessorConfig(
             window=settings.drift_window, min_executions=settings.drift_min_executions,
             resolve_windows=settings.drift_resolve_windows)))
+    if routing:  # reads outcomes, feedback, signals and admin actions; writes routing tables
+        processors.append(RoutingPolicy(list(routing)))
     processors.append(AnomalyProcessor())  # derived: detectors over history's closed windows
     return processors
 
@@ -110,7 +115,7 @@ class Runtime:
         if ps.enabled:
             try:
                 self.processors = ProcessorRuntime(
-                    self.log, build_processors(ps), snapshot_path=data_dir / "processors" / "snapshot.pkl",
+                    self.log, build_processors(ps, settings.routing), snapshot_path=data_dir / "processors" / "snapshot.pkl",
                     batch=ps.batch, snapshot_every_records=ps.snapshot_every_records,
                     snapshot_every_s=ps.snapshot_every_s, **runtime_options(ps),
                 )

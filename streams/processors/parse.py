@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -94,6 +95,30 @@ def parse_records(records: Sequence[Record], kinds: frozenset[str] = frozenset(S
     if columns:
         batch.extra = _extra([records[i].value for i in rows.tolist()], columns)
     return Parsed(batch, bad)
+
+
+def raw_events(records: Sequence[Record], kinds: frozenset[str]) -> list[tuple[int, dict[str, Any]]]:
+    """``(offset, event dict)`` of the records of ``kinds`` (derived kinds such as
+    ``signal`` and ``adaptation``, which are few), in log order.
+
+    Only records whose text names one of the kinds are decoded; unreadable ones are
+    skipped. Empty when ``kinds`` or ``records`` is empty.
+    """
+    if not kinds:
+        return []
+    needles = [b'"kind":"' + k.encode() + b'"' for k in sorted(kinds)]
+    out: list[tuple[int, dict[str, Any]]] = []
+    for record in records:
+        value = record.value
+        if not any(n in value for n in needles):
+            continue
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("kind") in kinds:
+            out.append((record.offset, event))
+    return out
 
 
 def _extra(values: list[bytes], columns: frozenset[str]) -> dict[str, list]:

@@ -34,7 +34,7 @@ import orjson
 from streams.log.base import LogError, StreamLog
 
 from .base import NO_WATERMARK, DerivedProcessor, SourceProcessor, iso_us
-from .parse import parse_records
+from .parse import parse_records, raw_events
 from .snapshot import SnapshotError, read_snapshot, write_snapshot
 from .windows import US, watermark_of, watermarks
 
@@ -87,6 +87,9 @@ class ProcessorRuntime:
         self._sources = [p for p in processors if getattr(p, "upstream", None) is None]
         self.kinds = frozenset().union(*(p.kinds for p in self._sources)) if self._sources else frozenset()
         self.columns = frozenset().union(*(getattr(p, "columns", frozenset()) for p in self._sources))
+        # Derived kinds a source processor also reads (the routing policy: signals and
+        # admin actions), handed over as decoded dicts in ``batch.extra["_raw"]``.
+        self.raw_kinds = frozenset().union(*(getattr(p, "raw_kinds", frozenset()) for p in self._sources))
         self._path = Path(snapshot_path) if snapshot_path is not None else None
         self._group, self._partition = group, partition
         self._lateness = int(round(lateness_s * US))
@@ -167,6 +170,8 @@ class ProcessorRuntime:
     def _run(self, records: list) -> None:
         parsed = parse_records(records, self.kinds, self.columns)
         batch = parsed.batch
+        if self.raw_kinds:
+            batch.extra["_raw"] = raw_events(records, self.raw_kinds)
         batch.wm, high = watermarks(batch.ts, batch.append_ms, self.high, self._lateness, self._max_future)
         watermark = watermark_of(high, self._lateness)
         produced: dict[str, list[dict[str, Any]]] = {}
