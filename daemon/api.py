@@ -24,6 +24,7 @@ from . import __version__
 from .config import Settings
 from .ingest import IngestError, Limits, decompress, parse_items, prepare
 from . import otlp
+from .routing_api import routing_router
 from .runtime import Runtime
 
 
@@ -231,6 +232,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             model=model, since=since, until=until, limit=limit, sketch=sketch,
         )
         return {"window": window, "items": rows}
+
+    app.include_router(routing_router(settings, Tenant))
 
     @app.get("/v1/signals", summary="Anomaly, drift and breaker signals, newest first")
     async def signals(

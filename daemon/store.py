@@ -401,6 +401,23 @@ class Store:
         return self._rows("signals", f"SELECT * EXCLUDE (v, kind) FROM signals WHERE {' AND '.join(where)}"
                           f" ORDER BY ts DESC, id LIMIT {limit}", params)
 
+    def routing_table(self, tenant: str, program: str) -> dict[str, Any] | None:
+        """The newest routing table the policy published for ``program``, or None."""
+        rows = self._rows("adaptations", "SELECT details FROM adaptations WHERE tenant = ? AND program = ?"
+                          " AND action = 'routing_table' ORDER BY version DESC, log_offset DESC LIMIT 1",
+                          [tenant, program])
+        return rows[0]["details"] if rows else None
+
+    def breakers(self, tenant: str, program: str) -> list[dict[str, Any]]:
+        """Per route of ``program``, its latest breaker transition (none: never tripped)."""
+        return self._rows(
+            "adaptations",
+            "SELECT route, action, ts, reason, details FROM adaptations WHERE tenant = ? AND program = ?"
+            " AND action IN ('breaker_open', 'breaker_half_open', 'breaker_close')"
+            " QUALIFY row_number() OVER (PARTITION BY route ORDER BY log_offset DESC) = 1 ORDER BY route",
+            [tenant, program],
+        )
+
     def dead_letters(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         """``tenant``'s newest dead letters (at most ``limit``, clamped to 1..1000).
 
