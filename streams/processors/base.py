@@ -120,6 +120,8 @@ class EventBatch:
         offset, append_ms: the log record's offset and the log's append time (ms).
         extra: top-level fields some processor asked for by name (``columns``) beyond
             the fixed columns: per field, each row's decoded JSON value (None if absent).
+            Keys starting with ``_`` are per batch, not per row: ``_raw`` holds the
+            ``(offset, event)`` pairs of the derived kinds asked for by ``raw_kinds``.
     """
 
     kind: np.ndarray
@@ -211,7 +213,8 @@ class EventBatch:
             cache_hit=self.cache_hit[index], score=self.score[index], probability=self.probability[index],
             execution_id=[self.execution_id[i] for i in pick], offset=self.offset[index],
             append_ms=self.append_ms[index], wm=self.wm[index] if len(self.wm) == len(self.kind) else self.wm,
-            extra={name: [values[i] for i in pick] for name, values in self.extra.items()},
+            extra={name: values if name.startswith("_") else [values[i] for i in pick]
+                   for name, values in self.extra.items()},
         )
 
 
