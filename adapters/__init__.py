@@ -45,6 +45,9 @@ __all__ = [
     "emit",
     "AdaptdCallback",
     "AdaptdSpanProcessor",
+    "AdaptiveLM",
+    "AdaptiveModule",
+    "RoutingTable",
     "execution_id_of",
     "feedback",
     "features",
@@ -65,6 +68,9 @@ _LAZY = {
     "execution_id_of": "adapters.dspy_callback",
     "session": "adapters.dspy_callback",
     "AdaptdSpanProcessor": "adapters.otel_bridge",
+    "AdaptiveLM": "adapters.adaptive_lm",
+    "AdaptiveModule": "adapters.adaptive_lm",
+    "RoutingTable": "adapters.routing_table",
 }
 
 

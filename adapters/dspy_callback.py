@@ -40,6 +40,7 @@ from adapters import dspy_describe as describe
 from adapters import dspy_dispatch
 from adapters.client import Client
 from adapters.encode import DEFER
+from adapters.route_context import current_route
 
 #: Longest ``error_message`` recorded.
 MAX_ERROR_MESSAGE = 2000
@@ -73,7 +74,7 @@ class _Call:
     """A call in progress (host thread only)."""
 
     __slots__ = ("id", "parent", "root", "program", "kind", "instance", "inputs", "t0", "start_ns",
-                 "lm", "attrs", "mark")  # fmt: skip
+                 "lm", "attrs", "mark", "route")  # fmt: skip
 
     def __init__(self, kind: str, instance: Any, inputs: Any, parent: _Call | None, program: str) -> None:
         self.id = uuid_utils.uuid7()
@@ -86,6 +87,7 @@ class _Call:
         self.lm: list[tuple[Any, ...]] | None = None
         self.attrs: dict[str, Any] | None = None
         self.mark: Any = None
+        self.route: str | None = None
         self.start_ns = time.time_ns()
         self.t0 = time.perf_counter_ns()
 
@@ -233,8 +235,11 @@ class AdaptdCallback(BaseCallback):
         self._begin(call_id, "lm", instance, None)
         try:
             call = self._calls.get(call_id)
+            if call is None:
+                return
+            call.route = current_route.get()  # set by AdaptiveLM around each routed attempt
             history = getattr(instance, "history", None)
-            if call is not None and history:
+            if history:
                 call.mark = history[-1]
         except Exception:
             self.errors += 1
@@ -267,8 +272,9 @@ class AdaptdCallback(BaseCallback):
             }  # fmt: skip
             if exception is not None:
                 fields["error_type"] = type(exception).__name__
-            if self.route is not None:
-                fields["route"] = self.route
+            route = call.route or self.route
+            if route is not None:
+                fields["route"] = route
             fields[DEFER] = _LMDetails(usage, entry)
             self._send("lm_call", fields)
         except Exception:

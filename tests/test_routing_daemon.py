@@ -79,3 +79,41 @@ def test_routing_tables_follow_outcomes_and_admin_actions_and_replay_equal(daemo
     replayed = run_cli("replay", "--data-dir", str(daemon.data_dir), "--into", str(copy), "--config", str(config))
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert tables_equal(daemon.data_dir / "adaptd.duckdb", copy) == []
+
+
+def test_adaptive_lm_moves_off_a_failing_route_through_the_daemon(daemon_factory, tmp_path: Path) -> None:
+    """A real DSPy program on AdaptiveLM: every call succeeds (fallback), its lm_call
+    events carry the route, the daemon's breaker opens on the failing route, and the
+    client picks up the new table and stops choosing that route."""
+    import dspy
+
+    from adapters import AdaptdCallback, AdaptiveLM, Client
+
+    config = tmp_path / "adaptd.toml"
+    config.write_text(CONFIG)
+    daemon = daemon_factory("adaptive", config=config).start()
+    client = Client(daemon.url, spill_dir=tmp_path / "spill", schedule_delay_ms=10)
+    ok = "[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"
+    lm = AdaptiveLM("qa", {
+        "primary": dspy.LM("openai/gpt-4o-mini", mock_response=RuntimeError("503 from provider"), cache=False,
+                           num_retries=0),
+        "backup": dspy.LM("openai/gpt-4.1-nano", mock_response=ok, cache=False),
+    }, client=client, poll_wait_s=1.0, poll_min_interval_s=0.1, backoff_base_s=0.0, cooldown_s=0.2)  # fmt: skip
+    predict = dspy.Predict("question -> answer")
+    try:
+        with dspy.context(lm=lm, callbacks=[AdaptdCallback(program="qa", client=client)]):
+            for _ in range(40):
+                assert predict(question="2+2?").answer == "4"
+
+            def refreshed() -> bool:
+                predict(question="2+2?")  # keep outcomes flowing while the daemon reacts
+                client.flush(5)
+                table = lm.table
+                return table.version > 0 and table.by_name["primary"].weight <= 0.1
+
+            wait_until(refreshed, timeout=60, interval=0.1)
+            picks = [lm.choose()[0] for _ in range(500)]
+    finally:
+        lm.close()
+        client.shutdown(5)
+    assert picks.count("primary") <= 60, picks.count("primary")
