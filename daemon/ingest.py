@@ -145,14 +145,22 @@ def _excerpt(item: Any) -> str:
     return text[:DEAD_LETTER_PAYLOAD_CHARS]
 
 
+#: Kinds only the daemon makes (processors' windows and signals, routing tables and admin
+#: actions): a client sending them could forge its own history, alerts or routing.
+DERIVED_KINDS = frozenset({"window", "signal", "adaptation"})
+
+
 def prepare(
-    items: list[Any], *, tenant: str, received: dt.datetime, limits: Limits, source: str = ""
+    items: list[Any], *, tenant: str, received: dt.datetime, limits: Limits, source: str = "",
+    allow_derived: bool = False,
 ) -> Prepared:
     """Validate ``items`` for ``tenant`` and build the log records.
 
     Every item gets a verdict: valid events become records (tenant forced to ``tenant``,
     whatever the payload said); invalid ones become dead-letter records and an entry in
-    ``rejected`` with their index and reason.  An empty list gives an empty result.
+    ``rejected`` with their index and reason.  Events of ``DERIVED_KINDS`` are rejected
+    unless ``allow_derived`` (the daemon's own admin actions).  An empty list gives an
+    empty result.
 
     Raises:
         IngestError: 413 when there are more than ``limits.max_batch_events`` items.
@@ -171,6 +179,9 @@ def prepare(
             reasons[i] = item.reason
         elif not isinstance(item, dict):
             reasons[i] = f"event must be a JSON object, got {type(item).__name__}"
+        elif not allow_derived and item.get("kind") in DERIVED_KINDS:
+            reasons[i] = (f"kind {item['kind']!r} is made by the daemon itself and cannot be sent"
+                          " (routing actions: POST /v1/routing/<program>/<action>)")
         else:
             item["tenant"] = tenant
             if source and not item.get("source"):

@@ -106,7 +106,8 @@ def routing_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
             "route": body.route if action != "unpin" else None, "reason": body.reason or f"admin {action}",
             "caused_by": [], "details": {"share": body.share if body.share is not None else 0.05} if action == "canary" else {},
         }  # fmt: skip
-        prepared = prepare([event], tenant=tenant, received=dt.datetime.now(dt.timezone.utc), limits=limits)
+        prepared = prepare([event], tenant=tenant, received=dt.datetime.now(dt.timezone.utc), limits=limits,
+                           allow_derived=True)
         if prepared.rejected:  # a bug here, not the caller's: say so rather than store it
             raise HTTPException(500, f"admin event invalid: {prepared.rejected[0]['reason']}")
         try:

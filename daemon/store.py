@@ -404,7 +404,7 @@ class Store:
     def routing_table(self, tenant: str, program: str) -> dict[str, Any] | None:
         """The newest routing table the policy published for ``program``, or None."""
         rows = self._rows("adaptations", "SELECT details FROM adaptations WHERE tenant = ? AND program = ?"
-                          " AND action = 'routing_table' ORDER BY version DESC, log_offset DESC LIMIT 1",
+                          " AND action = 'routing_table' AND source = 'adaptd.policy' ORDER BY version DESC, log_offset DESC LIMIT 1",
                           [tenant, program])
         return rows[0]["details"] if rows else None
 
@@ -413,7 +413,7 @@ class Store:
         return self._rows(
             "adaptations",
             "SELECT route, action, ts, reason, details FROM adaptations WHERE tenant = ? AND program = ?"
-            " AND action IN ('breaker_open', 'breaker_half_open', 'breaker_close')"
+            " AND action IN ('breaker_open', 'breaker_half_open', 'breaker_close') AND source = 'adaptd.policy'"
             " QUALIFY row_number() OVER (PARTITION BY route ORDER BY log_offset DESC) = 1 ORDER BY route",
             [tenant, program],
         )

@@ -119,6 +119,22 @@ def test_invalid_events_are_dead_lettered_and_valid_neighbours_kept(daemon: Daem
     assert sorted(r["id"] for r in executions_of(daemon, "p-mixed", expect=2)) == sorted(e["id"] for e in good)
 
 
+def test_derived_kinds_cannot_be_forged_by_clients(daemon: DaemonProcess) -> None:
+    now = "2026-11-22T10:00:00Z"
+    forged = [
+        {"kind": "signal", "id": str(uuid.uuid4()), "ts": now, "signal_type": "anomaly", "program": "p-forge"},
+        {"kind": "window", "id": str(uuid.uuid4()), "ts": now, "window_size": "1m", "window_start": now,
+         "window_end": now, "program": "p-forge"},
+        {"kind": "adaptation", "id": str(uuid.uuid4()), "ts": now, "action": "routing_table", "program": "p-forge"},
+        execution("p-forge"),
+    ]
+    with client(daemon) as c:
+        answer = c.post("/v1/events", json=forged).json()
+    assert answer["accepted"] == 1
+    reasons = {r["index"]: r["reason"] for r in answer["rejected"]}
+    assert set(reasons) == {0, 1, 2} and all("made by the daemon itself" in r for r in reasons.values())
+
+
 def test_oversized_body_is_413(daemon: DaemonProcess) -> None:
     big = [execution("p-big", error_message="x" * 10_000) for _ in range(30)]
     with client(daemon) as c:
