@@ -159,10 +159,9 @@ def run_one(name: str, seed: int, *, scale: float, threads: int, interval_s: flo
             decisions: bool = False) -> dict[str, Any]:
     """Run scenario ``name`` with ``seed`` through the three routers at once; their figures.
 
-    ``decisions`` lets ``AdaptiveLM`` emit its ``route_decision`` events. Off by default:
-    with ``[[routing]]`` configured, a batch holding a route_decision crashes the daemon's
-    processor runtime (``EventBatch.take`` indexes ``extra["_raw"]`` per row), which stops
-    the policy for good. Feedback still joins to routes through our ``lm_call`` events.
+    ``decisions`` lets ``AdaptiveLM`` emit its ``route_decision`` events. Off by default,
+    as in the recorded runs (made while a runtime bug, since fixed, crashed on them);
+    feedback joins to routes through the ``lm_call`` events this bench emits.
     """
     import adapters
     from adapters.adaptive_lm import AdaptiveLM
