@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,33 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time ``pid`` has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drive(url: str, worker: Callable[[], None], connections: int, start: float) -> tuple[float, float, dict]:
+    """Run ``worker`` on ``connections`` threads, then wait until the projector caught up.
+
+    Returns:
+        Seconds from ``start`` (a ``time.perf_counter()``) until every worker returned
+        (acked) and until the projector reached the log's end (projected), and the
+        daemon's last ``/v1/stats``.
+
+    Raises:
+        SystemExit: the projector did not catch up within 30 minutes.
+    """
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    acked = time.perf_counter() - start
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while True:
+            stats = client.get("/v1/stats").json()
+            if stats["projector_lag"] == 0 and stats["projector_position"] >= stats["log_end_offset"]:
+                return acked, time.perf_counter() - start, stats
+            if time.perf_counter() - start > 1800:
+                raise SystemExit("projector did not catch up in 30 min")
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

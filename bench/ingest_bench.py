@@ -94,21 +94,7 @@ def run(events: int, batch: int, connections: int, fsync: str) -> dict[str, obje
                             failures += 1
 
         start = time.perf_counter()
-        threads = [threading.Thread(target=worker) for _ in range(connections)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        ack_elapsed = time.perf_counter() - start
-        with httpx.Client(base_url=url, timeout=30) as client:
-            while True:
-                stats = client.get("/v1/stats").json()
-                if stats["projector_lag"] == 0 and stats["projector_position"] >= stats["log_end_offset"]:
-                    break
-                if time.perf_counter() - start > 1800:
-                    raise SystemExit("projector did not catch up in 30 min")
-                time.sleep(0.05)
-        projected_elapsed = time.perf_counter() - start
+        ack_elapsed, projected_elapsed, stats = daemon_proc.drive(url, worker, connections, start)
         rss = daemon_proc.peak_rss_mb(proc.pid)
         latencies.sort()
         return {
