@@ -89,9 +89,13 @@ def bad_daemon(request) -> Iterator[tuple[str, type[_Daemon]]]:
         thread.join(10)
 
 
-def _run_program(url: str, spill: Path) -> tuple[Client, AdaptdCallback]:
-    client = Client(url, spill_dir=spill, schedule_delay_ms=5, max_batch_size=50, max_queue_size=500,
-                    export_timeout_s=30, max_retries=1, retry_backoff_s=0.01)  # fmt: skip
+def _client(url: str, spill: Path) -> Client:
+    return Client(url, spill_dir=spill, schedule_delay_ms=5, max_batch_size=50, max_queue_size=500,
+                  export_timeout_s=30, max_retries=1, retry_backoff_s=0.01)  # fmt: skip
+
+
+def _run_program(url: str, spill: Path, client: Client | None = None) -> tuple[Client, AdaptdCallback]:
+    client = client or _client(url, spill)
     callback = AdaptdCallback(program="resilient", client=client)
     answers = [{"answer": f"draft {i}"} if j == 0 else {"reasoning": "r", "answer": f"final {i}"}
                for i in range(CALLS) for j in range(2)]  # fmt: skip
@@ -104,13 +108,17 @@ def _run_program(url: str, spill: Path) -> tuple[Client, AdaptdCallback]:
 @pytest.mark.parametrize("bad_daemon", ["hang"], indirect=True)
 def test_a_hung_daemon_never_blocks_the_program(bad_daemon, tmp_path: Path) -> None:
     url, handler = bad_daemon
-    client, callback = _run_program(url, tmp_path / "spill")
+    client = _client(url, tmp_path / "spill")
+    # The daemon is already holding an export unanswered before the program starts.
+    client.feedback("0190a6f0-0000-7000-8000-000000000000", 1.0)
+    wait_until(lambda: handler.requests == 1, timeout=20)
+    client, callback = _run_program(url, tmp_path / "spill", client)
     try:
-        # Every call returned while the daemon still held the first export unanswered.
+        # Every call returned while the daemon still held that export unanswered.
         assert not handler.release.is_set() and handler.requests == 1
         assert callback.errors == 0
         stats = client.stats()  # per call: 4 executions and 2 LM calls, into a bounded queue
-        assert stats["enqueued"] == CALLS * 6 and stats["dropped_queue_full"] > 0
+        assert stats["enqueued"] == CALLS * 6 + 1 and stats["dropped_queue_full"] > 0
     finally:
         handler.release.set()
         client.shutdown(10)
