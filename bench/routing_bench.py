@@ -54,11 +54,20 @@ DEFAULT_SCENARIOS = "outage_best,latency_degradation,rate_limiting,quality_regre
 # --------------------------------------------------------------------------- configuration
 
 
+#: What a user states about this workload: answers matter most, a 2 s p95 is the latency
+#: SLO, and cost counts a little (a route at the highest cost per call loses 0.1 of quality).
+OBJECTIVE = 'objective = { quality = 1.0, cost = 0.1, latency = 0.0 }'
+LATENCY_SLO_MS = 2000
+EXPLORATION_FLOOR = 0.05
+
+
 def routing_toml(scenario: Scenario, *, min_change_interval_s: float, min_samples: int) -> str:
     """The daemon's ``[[routing]]`` program for ``scenario``: one route per deployment
-    (priced as at t=0), fallback chains from the scenario's groups."""
+    (priced as at t=0), fallback chains from the scenario's groups; the policy's other
+    knobs (half-life, breakers) at their defaults."""
     lines = ["[[routing]]", f'program = "{PROGRAM}"', f"min_change_interval_s = {min_change_interval_s}",
-             f"min_samples = {min_samples}"]  # fmt: skip
+             f"min_samples = {min_samples}", OBJECTIVE, f"latency_slo_ms = {LATENCY_SLO_MS}",
+             f"exploration_floor = {EXPLORATION_FLOOR}"]  # fmt: skip
     for dep in scenario.deployments:
         b = scenario.behaviour(dep, 0.0)
         lines += ["[[routing.routes]]", f'name = "{dep}"', f'model = "openai/{dep}"',
@@ -156,12 +165,13 @@ class Daemon:
 
 
 def run_one(name: str, seed: int, *, scale: float, threads: int, interval_s: float, window_s: float,
-            decisions: bool = False) -> dict[str, Any]:
+            decisions: bool = True) -> dict[str, Any]:
     """Run scenario ``name`` with ``seed`` through the three routers at once; their figures.
 
-    ``decisions`` lets ``AdaptiveLM`` emit its ``route_decision`` events. Off by default,
-    as in the recorded runs (made while a runtime bug, since fixed, crashed on them);
-    feedback joins to routes through the ``lm_call`` events this bench emits.
+    ``decisions`` lets ``AdaptiveLM`` emit its ``route_decision`` events (as in
+    production); feedback joins to routes through them and the ``lm_call`` events this
+    bench emits. The adaptd routes use DSPy's LiteLLM engine, the same HTTP stack as
+    LiteLLM's Router, which also keeps the mock's cost header for the ``lm_call`` events.
     """
     import adapters
     from adapters.adaptive_lm import AdaptiveLM
@@ -176,7 +186,8 @@ def run_one(name: str, seed: int, *, scale: float, threads: int, interval_s: flo
             client = adapters.Client(url=daemon.url, spill_dir=False)
             routes = {d: ReportingLM(route=d, program=PROGRAM, client=client, model=f"openai/{d}",
                                      api_base=server.api_base(), api_key=keys["adaptd"], cache=False,
-                                     num_retries=0, timeout=TIMEOUT_S) for d in scenario.deployments}  # fmt: skip
+                                     num_retries=0, timeout=TIMEOUT_S, engine="litellm")
+                      for d in scenario.deployments}  # fmt: skip
             adaptive = AdaptiveLM(PROGRAM, routes, client=client, url=daemon.url, poll_wait_s=10,
                                   poll_min_interval_s=0.2, max_attempts=3, cooldown_s=5,
                                   emit_decisions=decisions)  # fmt: skip
@@ -267,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=3, help="workload threads per router")
     parser.add_argument("--interval", type=float, default=0.6, help="least seconds between a thread's calls")
     parser.add_argument("--window", type=float, default=4.0, help="trailing window (s) of the traffic-share figures")
-    parser.add_argument("--decisions", action="store_true",
-                        help="let AdaptiveLM emit route_decision events")
+    parser.add_argument("--no-decisions", dest="decisions", action="store_false",
+                        help="AdaptiveLM emits no route_decision events")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "routing_bench.json"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -151,7 +151,7 @@ def replay(data_dir: Path, into: Path, overwrite: bool, config: Path | None, no_
     try:
         result = run_replay(log, into, overwrite=overwrite)
         if processors.enabled and not no_derived:
-            derived = check_derived(log, build_processors(processors, loaded.routing), **runtime_options(processors))
+            derived = check_derived(log, build_processors(processors, loaded.routing, loaded.routing_policy), **runtime_options(processors))
     except (OSError, ValueError) as exc:
         fail(str(exc))
     finally:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .adaptation.config import ProgramRouting
+from .adaptation.policy_state import PolicyConfig
 from .alerts import AlertSettings
 
 
@@ -120,6 +121,8 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     #: Programs whose LM routes adaptd chooses (``[[routing]]``; see ``ProgramRouting``).
     routing: list[ProgramRouting] = Field(default_factory=list)
+    #: The routing policy's global knobs and its circuit breakers (``[routing_policy]``).
+    routing_policy: PolicyConfig = Field(default_factory=PolicyConfig)
     shutdown_timeout_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

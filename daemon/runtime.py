@@ -23,6 +23,7 @@ from streams.processors.runtime import ProcessorRuntime
 
 from .adaptation.config import ProgramRouting
 from .adaptation.policy import RoutingPolicy
+from .adaptation.policy_state import PolicyConfig
 from .alerts import AlertDispatcher
 from .config import ConfigError, ProcessorSettings, Settings
 from .projector import Projector
@@ -49,7 +50,8 @@ class Counters:
                 setattr(self, name, getattr(self, name) + delta)
 
 
-def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouting] = ()) -> list:
+def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouting] = (),
+                     policy: PolicyConfig | None = None) -> list:
     """The processors the daemon runs, in order (source processors, then derived ones).
 
     Replay builds them with this too, so a re-run matches the live ones.
@@ -64,7 +66,7 @@ def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouti
             window=settings.drift_window, min_executions=settings.drift_min_executions,
             resolve_windows=settings.drift_resolve_windows)))
     if routing:  # reads outcomes, feedback, signals and admin actions; writes routing tables
-        processors.append(RoutingPolicy(list(routing)))
+        processors.append(RoutingPolicy(list(routing), policy))
     processors.append(AnomalyProcessor())  # derived: detectors over history's closed windows
     return processors
 
@@ -115,7 +117,7 @@ class Runtime:
         if ps.enabled:
             try:
                 self.processors = ProcessorRuntime(
-                    self.log, build_processors(ps, settings.routing), snapshot_path=data_dir / "processors" / "snapshot.pkl",
+                    self.log, build_processors(ps, settings.routing, settings.routing_policy), snapshot_path=data_dir / "processors" / "snapshot.pkl",
                     batch=ps.batch, snapshot_every_records=ps.snapshot_every_records,
                     snapshot_every_s=ps.snapshot_every_s, **runtime_options(ps),
                 )

@@ -37,8 +37,8 @@ def uid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-#: route, second -> (ok, quality, cost per call)
-Behaviour = Callable[[str, float], tuple[bool, float, float | None]]
+#: route, second -> (ok, quality, cost per call[, latency ms; 100 when not given])
+Behaviour = Callable[[str, float], tuple]
 
 
 def steady(route: str, t: float) -> tuple[bool, float, float | None]:
@@ -73,11 +73,12 @@ class Sim:
             names = list(self.shares or {"a": 1, "b": 1, "c": 1})
             route = self.rng.choices(names, weights=[(self.shares or {}).get(n, 1.0) for n in names])[0]
             self.picks.append((self.t, route))
-            ok, quality, cost = self.behaviour(route, self.t)
+            ok, quality, cost, *latency = self.behaviour(route, self.t)
             ts = int(self.t * US)
             execution = uid(self.rng)
             events = [{"kind": "lm_call", "id": uid(self.rng), "ts": ts, "program": "qa", "route": route,
-                       "model": f"model-{route}", "status": "ok" if ok else "error", "duration_ms": 100.0,
+                       "model": f"model-{route}", "status": "ok" if ok else "error",
+                       "duration_ms": latency[0] if latency else 100.0,
                        "cost_usd": cost, "execution_id": execution}]
             if ok:
                 events.append({"kind": "feedback", "id": uid(self.rng), "ts": ts, "execution_id": execution,
@@ -223,10 +224,60 @@ def test_a_failing_route_loses_90_percent_of_its_share_within_the_rate_limit_and
     assert sim.share("a") >= 0.8
     back = [t for t, o in sim.tables if t >= 90 and next(x["weight"] for x in o["details"]["routes"]
                                                          if x["name"] == "a") >= 0.5 * before]
-    assert back and back[0] - 90 <= 30
+    # the closing breaker's probes end the failure regime: no waiting for the errors to decay
+    assert back and back[0] - 90 <= 15, back[:1]
     resolved = [o for o in sim.outputs if o["kind"] == "signal" and o["state"] == "resolved"]
     assert resolved and resolved[-1]["incident_id"] == opened[0]["incident_id"]
     assert breaker_states(sim.state)[("default", "qa")]["a"]["state"] == "closed"
+
+
+def test_a_route_leaves_on_a_latency_slo_breach_and_returns_within_seconds_of_recovering():
+    """Route a (the best on quality) runs 10x slower from 60 s to 90 s against a 1 s SLO.
+    The latency change test restarts its latency model on the recent calls both ways, so
+    it neither waits for the slow minute to decay to leave, nor to come back."""
+    jitter = random.Random(5)
+
+    def slowdown(route: str, t: float):
+        ok, quality, cost = steady(route, t)
+        slow = route == "a" and 60 <= t < 90
+        return ok, quality, cost, (4000.0 if slow else 300.0) * math.exp(0.25 * jitter.gauss(0, 1))
+
+    r = routing(latency_slo_ms=1000)
+    sim = Sim(RoutingPolicy([r], CFG), slowdown)
+    sim.run(60)
+    before = sim.share("a")
+    assert before >= 0.8
+    sim.run(90)
+    left = [t for t, o in sim.tables if t >= 60 and next(x["weight"] for x in o["details"]["routes"]
+                                                         if x["name"] == "a") <= 0.1]
+    assert left and left[0] - 60 <= 5, left[:1]
+    sim.run(130)
+    back = [t for t, o in sim.tables if t >= 90 and next(x["weight"] for x in o["details"]["routes"]
+                                                         if x["name"] == "a") >= 0.5 * before]
+    assert back and back[0] - 90 <= 20, back[:1]
+    assert sim.state.programs[("default", "qa")].stats["a"].lat_changes >= 2
+
+
+def test_steady_latency_jitter_restarts_the_latency_model_less_than_once_in_10000_calls():
+    from daemon.adaptation.posteriors import RouteStats
+
+    restarts = 0
+    for seed in range(4):
+        rng, stats = random.Random(seed), RouteStats()
+        for i in range(5000):
+            stats.decay_to((i + 1) * US // 20, 30.0)
+            stats.outcome(True, 400.0 * math.exp(0.3 * rng.gauss(0, 1)), None, None, None)
+        restarts += stats.lat_changes
+    assert restarts < 2
+
+
+def test_failed_calls_teach_the_success_rate_not_the_latency():
+    from daemon.adaptation.posteriors import RouteStats
+
+    stats = RouteStats()
+    for ok, ms in [(True, 100.0), (False, 6000.0), (True, 100.0), (False, 2.0)]:
+        stats.outcome(ok, ms, None, None, None)
+    assert stats.n == 4 and stats.ok == 2 and stats.lat_n == 2 and stats.p95_ms() == pytest.approx(100.0)
 
 
 def test_table_changes_on_performance_are_rate_limited_and_need_min_samples():
@@ -405,7 +456,7 @@ def test_the_watermark_moves_a_quiet_programs_breaker_to_half_open():
     state, out = policy.fold(state, others, [(1 + i) * US for i in range(10)])
     half = [o for o in out if o.get("action") == "breaker_half_open"]
     assert len(half) == 1 and half[0]["ts"] == iso_us(6 * US)  # opened at 0.4 s + 5 s, at the next 1 s slot
-    assert next(r for r in current_tables(state)[("default", "qa")]["routes"] if r["name"] == "a")["weight"] == 0.05
+    assert next(r for r in current_tables(state)[("default", "qa")]["routes"] if r["name"] == "a")["weight"] == CFG.probe_share
     # without watermarks, nothing moves
     state2, out2 = policy.fold(policy.fold(policy.initial_state(), failures)[0], others)
     assert out2 == []
@@ -431,3 +482,25 @@ def test_tenants_have_separate_tables_and_feedback_cannot_cross_tenants():
     state, _ = policy.fold(state, own)
     assert state.feedback == 60
     assert list(current_tables(state)) == [("t1", "qa")]
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+def test_routing_policy_knobs_come_from_the_toml_and_bad_ones_say_what_to_fix(tmp_path, monkeypatch) -> None:
+    from daemon.config import ConfigError, load_settings
+    from daemon.runtime import build_processors
+
+    monkeypatch.delenv("ADAPTD_CONFIG", raising=False)
+    path = tmp_path / "adaptd.toml"
+    path.write_text('[[routing]]\nprogram = "qa"\n[[routing.routes]]\nname = "a"\nmodel = "m"\n'
+                    "[routing_policy]\nhalf_life_s = 12.5\nprobe_share = 0.2\n"
+                    "[routing_policy.breaker]\ncooldown_s = 3\nbackoff = 1\n")
+    settings = load_settings(path)
+    policy = next(p for p in build_processors(settings.processors, settings.routing, settings.routing_policy)
+                  if isinstance(p, RoutingPolicy))
+    assert (policy.cfg.half_life_s, policy.cfg.probe_share) == (12.5, 0.2)
+    assert (policy.cfg.breaker.cooldown_s, policy.cfg.breaker.backoff) == (3.0, 1.0)
+    path.write_text("[routing_policy.breaker]\ncooldown_s = 0\n")
+    with pytest.raises(ConfigError, match="routing_policy.*cooldown_s"):
+        load_settings(path)

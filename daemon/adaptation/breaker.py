@@ -32,8 +32,8 @@ class BreakerConfig:
     error_rate: float = 0.5
     min_requests: int = 10
     consecutive_failures: int = 5
-    cooldown_s: float = 10.0
-    max_cooldown_s: float = 300.0
+    cooldown_s: float = 5.0
+    max_cooldown_s: float = 60.0
     backoff: float = 2.0
     #: K: outcomes counted as probes while half-open.
     probes: int = 3

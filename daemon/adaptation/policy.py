@@ -113,7 +113,7 @@ class RoutingPolicy:
         return PolicyState(seed=self.cfg.seed)
 
     def config(self) -> dict[str, Any]:
-        return {"version": 1, "policy": asdict(self.cfg),
+        return {"version": 2, "policy": asdict(self.cfg),
                 "programs": [p.model_dump() for p in self.programs.values()]}
 
     def metrics(self, state: PolicyState) -> dict[str, Any]:
@@ -263,8 +263,11 @@ class RoutingPolicy:
         stats = ps.stats[route]
         stats.decay_to(ps.clock_us, self.cfg.half_life_s)
         ok = e.get("status") != "error"
-        stats.outcome(ok, _num(e.get("duration_ms")), _num(e.get("cost_usd")), _num(e.get("tokens_in")),
-                      _num(e.get("tokens_out")))
+        if stats.outcome(ok, _num(e.get("duration_ms")), _num(e.get("cost_usd")), _num(e.get("tokens_in")),
+                         _num(e.get("tokens_out"))):
+            # the route's latency changed (either way): re-judge now, citing the call that showed it
+            self._cause(ps, str(e["id"]))
+            ps.urgent = True
         ps.since_eval += 1
         for tr in brk.record(ps.breakers[route], self.cfg.breaker, ps.clock_us, ok):
             self._transition(ps, route, tr, out)
@@ -357,6 +360,8 @@ class RoutingPolicy:
             caused = [sid]
             if tr.to == brk.CLOSED:
                 ps.breaker_incident.pop(route, None)
+                # the probes showed the failure regime is over: judge the route on them
+                ps.stats[route].forget_failures()
         elif route in ps.breaker_signal:
             caused = [ps.breaker_signal[route]]
         action = {brk.OPEN: "breaker_open", brk.HALF_OPEN: "breaker_half_open", brk.CLOSED: "breaker_close"}[tr.to]

@@ -17,11 +17,11 @@ class PolicyConfig:
     #: Thompson samples per evaluation.
     samples: int = 2000
     #: Half-life of the posteriors' memory (event-time seconds).
-    half_life_s: float = 60.0
+    half_life_s: float = 30.0
     #: Evaluation slot: the policy evaluates when a program's clock enters a new one.
     tick_s: float = 1.0
     #: Share of a half-open route (the traffic that probes it).
-    probe_share: float = 0.05
+    probe_share: float = 0.1
     outcome_kinds: tuple[str, ...] = ("lm_call",)
     #: Bound on the execution id -> route joins kept for feedback (oldest dropped).
     max_joins: int = 100_000

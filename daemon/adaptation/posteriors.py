@@ -7,14 +7,30 @@ call.  Everything decays with half-life ``half_life_s`` of event time, so a rout
 recovers (or degrades) is seen as it is now, not as it was an hour ago.  The decay is
 applied lazily at each update, in event order: the same events give the same floats
 whatever the batching.
+
+Forgetting alone is slow to notice that a route came back: a route sent only its
+exploration share carries its bad minute for several half-lives.  Two change points
+cut that short (the "restart on detected change" of non-stationary bandits):
+
+- latency: the last ``RECENT`` log latencies are kept raw; when their mean leaves the
+  decayed posterior mean by more than ``SHIFT_Z`` standard errors, the latency model
+  restarts from those recent samples (``outcome`` returns True so the caller may act);
+- failures: when the route's circuit breaker closes after successful probes, the
+  caller calls ``forget_failures`` (the failure regime ended).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 US = 1_000_000
+#: Raw recent log latencies kept for the latency change test.
+RECENT = 5
+#: Standard errors between the recent mean and the posterior mean that mean "changed".
+SHIFT_Z = 4.0
+#: Floor of the spread used by the change test (log ms): 10% jitter is not a change.
+MIN_SD = 0.1
 
 
 @dataclass(slots=True)
@@ -36,6 +52,10 @@ class RouteStats:
     tok_out: float = 0.0
     #: Outcomes ever seen (not decayed): what ``min_samples`` counts.
     total: int = 0
+    #: The last ``RECENT`` log latencies (raw), oldest first.
+    recent: list[float] = field(default_factory=list)
+    #: Times the latency model restarted on a change.
+    lat_changes: int = 0
 
     def decay_to(self, t_us: int, half_life_s: float) -> None:
         """Forget down to time ``t_us`` (never backwards; no-op for t <= the last time)."""
@@ -58,16 +78,35 @@ class RouteStats:
         self.t_us = t_us
 
     def outcome(self, ok: bool, duration_ms: float | None, cost_usd: float | None,
-                tokens_in: float | None, tokens_out: float | None) -> None:
-        """Count one call's outcome (missing / non-finite numbers are skipped)."""
+                tokens_in: float | None, tokens_out: float | None) -> bool:
+        """Count one call's outcome (missing / non-finite numbers are skipped).
+
+        Latency is learned from successful calls only: a failure's duration (a reset
+        after 2 ms, a timeout after 6 s) says how it failed, and failures are already
+        counted by the success rate.
+
+        Returns:
+            True when this outcome made the latency model restart (see the module
+            docstring), else False.
+        """
         self.n += 1.0
         self.ok += 1.0 if ok else 0.0
         self.total += 1
-        if duration_ms is not None and math.isfinite(duration_ms) and duration_ms >= 0:
+        changed = False
+        if ok and duration_ms is not None and math.isfinite(duration_ms) and duration_ms >= 0:
             x = math.log(max(duration_ms, 0.01))
-            self.lat_n += 1.0
-            self.lat_s += x
-            self.lat_ss += x * x
+            shifted = self._latency_shift(x)
+            changed = bool(shifted)
+            if shifted:
+                self.lat_n = float(len(shifted))
+                self.lat_s = sum(shifted)
+                self.lat_ss = sum(v * v for v in shifted)
+                self.recent = list(shifted)
+                self.lat_changes += 1
+            else:
+                self.lat_n += 1.0
+                self.lat_s += x
+                self.lat_ss += x * x
         if cost_usd is not None and math.isfinite(cost_usd) and cost_usd >= 0:
             self.cost_n += 1.0
             self.cost_sum += cost_usd
@@ -75,6 +114,29 @@ class RouteStats:
             self.tok_n += 1.0
             self.tok_in += tokens_in
             self.tok_out += tokens_out
+
+    def _latency_shift(self, x: float) -> list[float]:
+        """Push ``x`` into the recent samples.  When their mean left the posterior's
+        (judged only with a full ring and a posterior of at least ``2 * RECENT``
+        samples), return the recent samples beyond two standard deviations of the old
+        mean on the side it moved to (the new regime: a ring straddling the change would
+        restart the model on a mixture), at least ``x``; else []."""
+        self.recent.append(x)
+        del self.recent[:-RECENT]
+        if len(self.recent) < RECENT or self.lat_n < 2 * RECENT:
+            return []
+        mu = self.lat_s / self.lat_n
+        sd = max(math.sqrt(max(self.lat_ss / self.lat_n - mu * mu, 0.0)), MIN_SD)
+        shift = sum(self.recent) / RECENT - mu
+        if abs(shift) <= SHIFT_Z * sd / math.sqrt(RECENT):
+            return []
+        side = 1.0 if shift > 0 else -1.0
+        return [v for v in self.recent if (v - mu) * side > 2 * sd] or [x]
+
+    def forget_failures(self) -> None:
+        """Drop the (decayed) failures from the success posterior, keeping its successes:
+        called when a circuit breaker closes, i.e. the failure regime is over."""
+        self.n = self.ok
 
     def quality(self, score: float) -> None:
         """Count one feedback score (clipped to [0, 1]; non-finite scores are skipped)."""
