@@ -25,6 +25,7 @@ from .config import Settings
 from .ingest import IngestError, Limits, decompress, parse_items, prepare
 from . import otlp
 from .routing_api import routing_router
+from .optimize.api import optimization_router
 from .runtime import Runtime
 
 
@@ -234,6 +235,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return {"window": window, "items": rows}
 
     app.include_router(routing_router(settings, Tenant))
+    app.include_router(optimization_router(Tenant))
 
     @app.get("/v1/signals", summary="Anomaly, drift and breaker signals, newest first")
     async def signals(

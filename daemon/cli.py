@@ -305,5 +305,11 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
+from .optimize.cli import optimize, trainset  # noqa: E402  (optimizer commands live with the feature)
+
+main.add_command(optimize)
+main.add_command(trainset)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

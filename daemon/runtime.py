@@ -26,6 +26,7 @@ from .adaptation.policy import RoutingPolicy
 from .adaptation.policy_state import PolicyConfig
 from .alerts import AlertDispatcher
 from .config import ConfigError, ProcessorSettings, Settings
+from .optimize.service import start_optimize
 from .projector import Projector
 from .store import Store
 
@@ -133,6 +134,13 @@ class Runtime:
         if self.alerts is not None:
             self.alerts.start()
         self._closed = False
+        # Optimization jobs, the quality-drift trigger and rollouts ([[optimize]]).
+        self.optimize = None
+        try:
+            self.optimize = start_optimize(self)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self, timeout: float | None = None) -> None:
         """Drain: project everything durable, commit, then close the log and the store.
@@ -143,6 +151,8 @@ class Runtime:
             return
         self._closed = True
         budget = self.settings.shutdown_timeout_s if timeout is None else timeout
+        if getattr(self, "optimize", None) is not None:  # a job cut short is resumed at the next start
+            self.optimize.stop(timeout=min(budget, 5.0))
         if self.alerts is not None:
             self.alerts.stop(timeout=min(budget, 5.0))
         if self.processors is not None:  # drain first: its last outputs still get projected

@@ -418,6 +418,11 @@ class Store:
             [tenant, program],
         )
 
+    def query(self, table: str, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a read-only ``sql`` on its own cursor, JSON-friendly (``table``'s JSON
+        columns parsed): for query modules kept beside their feature (``daemon.optimize``)."""
+        return self._rows(table, sql, params)
+
     def dead_letters(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         """``tenant``'s newest dead letters (at most ``limit``, clamped to 1..1000).
 
