@@ -17,7 +17,7 @@ canary per route / after rollout, devset score before / after, the job's LM call
 cost, the live requests the canary needed, and wall times (regression posted -> drift
 signal -> job done -> canary -> promoted).  The traffic's event times are synthetic (a
 10 s drift window of 60 executions stands in for the default 5 min / 500), the LM is
-``daemon.optimize.toy.ToyLM`` (no provider), the daemon is a real ``adaptd up``.
+``adapters.demo.toy.ToyLM`` (no provider), the daemon is a real ``adaptd up``.
 
 Usage: ``python bench/reoptimize_bench.py --runs 3 [--out bench/out/reoptimize.json]``.
 """
@@ -43,7 +43,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.daemon_proc import daemon  # noqa: E402
-from daemon.optimize import toy  # noqa: E402
+from adapters.demo import toy  # noqa: E402
 from streams.events import new_id  # noqa: E402
 
 WINDOW_S, PER_WINDOW = 10, 60
@@ -66,9 +66,9 @@ model = "toy/green"
 
 [[optimize]]
 program = "toy"
-factory = "daemon.optimize.toy:make_program"
-metric = "daemon.optimize.toy:exact_match"
-lm = "daemon.optimize.toy:make_lm"
+factory = "adapters.demo.toy:make_program"
+metric = "adapters.demo.toy:exact_match"
+lm = "adapters.demo.toy:make_lm"
 harvest_threshold = 0.5
 harvest_limit = 150
 budget_usd = 1.0

@@ -1,7 +1,7 @@
 """Routing scenario benchmark: adaptd (``AdaptiveLM`` + a real ``adaptd up``) vs LiteLLM's
 ``Router`` (simple-shuffle and latency-based-routing) on the scripted mock provider.
 
-Per scenario and seed, one run: a fresh mock server (``bench/mock_provider.py``) plays the
+Per scenario and seed, one run: a fresh mock server (``adapters/demo/mock_provider.py``) plays the
 scenario time-scaled; a fresh daemon (subprocess, new data dir) gets the scenario's
 deployments as a ``[[routing]]`` program; the same DSPy workload (``dspy.Predict`` on the
 scenario's arithmetic tasks, a few paced threads per router) runs through the three routers
@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 from bench.daemon_proc import free_port  # noqa: E402
-from bench.mock_provider import MockServer  # noqa: E402
+from adapters.demo.mock_provider import MockServer  # noqa: E402
 from bench.routing_workload import AttemptRecorder, ReportingLM, RouterLM, run_workload, summarise  # noqa: E402
-from bench.scenarios import SCENARIOS, Scenario, grade, make_tasks  # noqa: E402
+from adapters.demo.scenarios import SCENARIOS, Scenario, grade, make_tasks  # noqa: E402
 
 PROGRAM = "bench"
 TIMEOUT_S = 6.0  # per provider request, the same for every router

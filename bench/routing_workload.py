@@ -25,7 +25,7 @@ from typing import Any
 
 import dspy
 
-from bench.scenarios import Scenario, Task, grade
+from adapters.demo.scenarios import Scenario, Task, grade
 
 # --------------------------------------------------------------------------- LMs
 

@@ -13,11 +13,11 @@ import httpx
 import orjson
 
 from conftest import wait_until
-from daemon.optimize import toy
+from adapters.demo import toy
 from streams.events import new_id
 
-TOY = {"factory": "daemon.optimize.toy:make_program", "metric": "daemon.optimize.toy:exact_match",
-       "lm": "daemon.optimize.toy:make_lm"}
+TOY = {"factory": "adapters.demo.toy:make_program", "metric": "adapters.demo.toy:exact_match",
+       "lm": "adapters.demo.toy:make_lm"}
 FINAL = ("succeeded", "failed", "interrupted", "budget_exhausted")
 
 

@@ -12,8 +12,8 @@ import dspy
 import httpx
 import pytest
 
-from bench.mock_provider import MockProvider, MockServer, decide, main, output_fields, render_reply
-from bench.scenarios import (
+from adapters.demo.mock_provider import MockProvider, MockServer, decide, main, output_fields, render_reply
+from adapters.demo.scenarios import (
     SCENARIOS,
     Behaviour,
     Phase,

@@ -11,7 +11,7 @@ import dspy
 import httpx
 
 from conftest import wait_until
-from daemon.optimize import toy
+from adapters.demo import toy
 from optimize_kit import live_request, post, production, timeline, write_config
 from streams.events import new_id
 

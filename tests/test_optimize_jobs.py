@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import DaemonProcess, run_cli, wait_until
-from daemon.optimize import toy
+from adapters.demo import toy
 from optimize_kit import example_file, post, production, wait_job, write_config
 
 

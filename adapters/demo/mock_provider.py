@@ -1,4 +1,4 @@
-"""A local OpenAI-compatible mock LLM provider scripted by a :class:`bench.scenarios.Scenario`.
+"""A local OpenAI-compatible mock LLM provider scripted by a :class:`adapters.demo.scenarios.Scenario`.
 
 Several deployments share one server on 127.0.0.1; a request picks its deployment by the
 path prefix ``/d/{deployment}/v1/chat/completions`` or else by its ``model`` field (a
@@ -19,7 +19,9 @@ Latency, errors, hangs and resets are real: the handler thread sleeps, answers 4
 Pure decision logic (:func:`decide`, :func:`render_reply`, :meth:`MockProvider.plan`) is
 separate from the HTTP layer (:class:`MockServer`).
 
-CLI: ``python bench/mock_provider.py --scenario outage_best --seed 1 [--port 0]``.
+CLI: ``python -m adapters.demo.mock_provider --scenario outage_best --seed 1 [--port 0]``.
+
+The routing benchmark (``bench/routing_bench.py``) and ``adaptd demo`` both serve from it.
 """
 
 from __future__ import annotations
@@ -32,22 +34,16 @@ import re
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-try:
-    from bench.scenarios import SCENARIOS, Behaviour, Scenario, solve, wrong_answer
-except ImportError:  # run as a script: bench/ is on sys.path, the repo root is not
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.scenarios import SCENARIOS, Behaviour, Scenario, solve, wrong_answer
+from .scenarios import SCENARIOS, Behaviour, Scenario, solve, wrong_answer
 
 _NORMAL = NormalDist()
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]")
@@ -468,7 +464,7 @@ def selfbench(n: int, threads: int = 8) -> dict[str, float]:
     keep-alive httpx clients; returns requests/s and client-seen p50/p99 in ms."""
     import httpx  # only needed here; the server itself is stdlib-only
 
-    from bench.scenarios import Phase, make_tasks
+    from .scenarios import Phase, make_tasks
 
     instant = Behaviour(latency_ms=0, latency_sigma=0, quality=1.0)
     tasks = make_tasks(n, seed=0)

@@ -1,6 +1,6 @@
 """Scenario definitions for the routing benchmark: a tiny task set and scripted deployments.
 
-Pure data and pure functions, no I/O, no clocks. ``bench/mock_provider.py`` serves the
+Pure data and pure functions, no I/O, no clocks. ``adapters.demo.mock_provider`` serves the
 deployments of a :class:`Scenario`; the routing benchmark drives a DSPy program through them.
 
 * Tasks: :func:`make_tasks` generates arithmetic questions ("What is 17+25?") whose correct

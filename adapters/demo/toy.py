@@ -15,9 +15,9 @@ prompt, which is what fixes it.
 
 Registered as::
 
-    factory = "daemon.optimize.toy:make_program"
-    metric = "daemon.optimize.toy:exact_match"
-    lm = "daemon.optimize.toy:make_lm"
+    factory = "adapters.demo.toy:make_program"
+    metric = "adapters.demo.toy:exact_match"
+    lm = "adapters.demo.toy:make_lm"
 """
 
 from __future__ import annotations
