@@ -13,7 +13,7 @@ import pytest
 
 from conftest import DaemonProcess, run_cli, wait_until
 from adapters.demo import toy
-from optimize_kit import example_file, post, production, wait_job, write_config
+from optimize_kit import FINAL, example_file, post, production, wait_job, write_config
 
 
 def _config(tmp_path: Path, **optimize) -> Path:
@@ -79,7 +79,8 @@ def test_a_job_running_when_the_daemon_is_killed_is_marked_interrupted_and_resum
     slow.env = {}  # the restarted daemon's LM is fast
     slow.start()
     with httpx.Client(base_url=slow.url, timeout=30) as client:
-        final = wait_job(client, job_id)
+        # attempt 1 ends interrupted; wait for attempt 2 to end
+        final = wait_job(client, job_id, statuses=tuple(s for s in FINAL if s != "interrupted"))
         events = client.get(f"/v1/optimization/jobs/{job_id}").json()["events"]
     statuses = [(e["status"], e["details"]["attempt"]) for e in events]
     assert ("interrupted", 1) in statuses

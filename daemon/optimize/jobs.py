@@ -228,15 +228,21 @@ class JobManager:
 
     # ------------------------------------------------------------------ worker
 
-    def _event(self, spec: JobSpec, status: str, details: dict[str, Any], **fields: Any) -> dict[str, Any]:
-        event = optimizer_run(spec.tenant, spec.job_id, spec.program, spec.optimizer, status, ts=self.clock(),
-                              details={"attempt": spec.attempt, "est_lm_calls": spec.est_lm_calls,
-                                       "trigger": spec.trigger, "incident_id": spec.incident_id, **details},
-                              **fields)
+    def _make(self, spec: JobSpec, status: str, details: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        return optimizer_run(spec.tenant, spec.job_id, spec.program, spec.optimizer, status, ts=self.clock(),
+                             details={"attempt": spec.attempt, "est_lm_calls": spec.est_lm_calls,
+                                      "trigger": spec.trigger, "incident_id": spec.incident_id, **details},
+                             **fields)
+
+    def _append(self, events: list[dict[str, Any]]) -> None:
         try:
-            self.appender.append([event])
+            self.appender.append(events)
         except AppendError as exc:
             raise JobError(503, str(exc)) from None
+
+    def _event(self, spec: JobSpec, status: str, details: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        event = self._make(spec, status, details, **fields)
+        self._append([event])
         return event
 
     def _main(self) -> None:
@@ -270,13 +276,17 @@ class JobManager:
                 continue
             spent_calls, spent_usd = int(row.get("lm_calls") or 0), float(row.get("cost_usd") or 0.0)
             entry = self.programs.get(spec.program)
-            self._event(spec, "interrupted", {"reason": "the daemon stopped during the run", "stage":
-                                              (row["details"] or {}).get("stage")}, lm_calls=spent_calls,
-                        cost_usd=spent_usd)
-            if entry is not None and entry.resume and spec.attempt < 2:
+            events = [self._make(spec, "interrupted", {"reason": "the daemon stopped during the run", "stage":
+                                                       (row["details"] or {}).get("stage")},
+                                 lm_calls=spent_calls, cost_usd=spent_usd)]
+            resume = entry is not None and entry.resume and spec.attempt < 2
+            if resume:
                 spec.attempt += 1
                 spec.spent_lm_calls, spec.spent_usd = spent_calls, spent_usd
-                self._event(spec, "queued", {**asdict(spec), "resumed": True})
+                events.append(self._make(spec, "queued", {**asdict(spec), "resumed": True}))
+            # one append, so no reader ever sees the job ``interrupted`` when it is about to resume
+            self._append(events)
+            if resume:
                 self._queue.put(spec)
 
     def _run(self, spec: JobSpec) -> None:
