@@ -271,6 +271,31 @@ def test_steady_latency_jitter_restarts_the_latency_model_less_than_once_in_1000
     assert restarts < 2
 
 
+def test_a_route_at_the_exploration_floor_still_notices_its_latency_recovering():
+    """One call every 5 s decays to a weight of ~9 samples (half-life 30 s): the change
+    test must count the calls it has seen since the last restart, not that weight."""
+    from daemon.adaptation.posteriors import RouteStats
+
+    rng, stats, t = random.Random(3), RouteStats(), 0.0
+
+    def call(ms: float, every_s: float) -> None:
+        nonlocal t
+        t += every_s
+        stats.decay_to(int(t * US), 30.0)
+        stats.outcome(True, ms * math.exp(0.3 * rng.gauss(0, 1)), None, None, None)
+
+    for _ in range(200):
+        call(400.0, 0.05)
+    for _ in range(24):  # slow, and sent only the floor share
+        call(4000.0, 5.0)
+    assert stats.lat_changes == 1 and stats.p95_ms() > 2000
+    fast = 0
+    while stats.lat_changes == 1 and fast < 20:
+        call(400.0, 5.0)
+        fast += 1
+    assert stats.lat_changes == 2 and fast <= 5 and stats.p95_ms() < 1500
+
+
 def test_failed_calls_teach_the_success_rate_not_the_latency():
     from daemon.adaptation.posteriors import RouteStats
 
@@ -363,6 +388,21 @@ def test_canary_share_is_respected_until_promoted_or_rolled_back():
     assert not any(r["canary"] for r in sim.table()["routes"])
     sim.run(sim.t + 60)
     assert sim.share("c") > 0.2  # competes normally: as good as a
+
+
+def test_a_flawless_canary_is_not_rolled_back_for_having_fewer_samples_than_a_flawless_incumbent():
+    def flawless(route: str, t: float):
+        return True, 1.0, None  # every call succeeds and scores 1 on every route
+
+    sim = Sim(RoutingPolicy([routing()], CFG), flawless)
+    sim.run(1)
+    sim.admin("rollback", "c")  # c is (almost) new: it serves nothing until its canary
+    sim.run(60)  # the incumbents gather hundreds of perfect outcomes
+    assert sim.state.programs[("default", "qa")].stats["c"].total < 10
+    sim.admin("canary", "c", share=0.1)
+    sim.run(120)
+    assert not [o for o in sim.outputs if o.get("action") == "rollback" and o["source"] == "adaptd.policy"]
+    assert sim.share("c") == 0.1
 
 
 def test_a_worse_canary_is_rolled_back_automatically():

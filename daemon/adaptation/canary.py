@@ -27,9 +27,14 @@ def delivered_draws(s: RouteStats, rng: np.random.Generator, samples: int, with_
 
 
 def prob_worse(canary: RouteStats, incumbents: Sequence[RouteStats], rng: np.random.Generator,
-               samples: int = 2000) -> tuple[float, int]:
+               samples: int = 2000, margin: float = 0.0) -> tuple[float, int]:
     """The posterior probability that ``canary`` delivers less than the best incumbent
-    (by posterior mean), and that incumbent's index.  No incumbents: ``(0.0, -1)``."""
+    (by posterior mean) minus ``margin``, and that incumbent's index.  No incumbents:
+    ``(0.0, -1)``.
+
+    The margin matters when both are near perfect: a canary with 12 successes out of 12
+    is below an incumbent with 300 out of 300 with probability ~0.96 under uniform
+    priors, only because it has fewer samples; "worse by at least ``margin``" is not."""
     if not incumbents:
         return 0.0, -1
     with_quality = canary.q_n > 0 and any(s.q_n > 0 for s in incumbents)
@@ -41,4 +46,4 @@ def prob_worse(canary: RouteStats, incumbents: Sequence[RouteStats], rng: np.ran
     best = max(range(len(incumbents)), key=lambda i: (mean(incumbents[i]), -i))
     c = delivered_draws(canary, rng, samples, with_quality)
     b = delivered_draws(incumbents[best], rng, samples, with_quality)
-    return float((c < b).mean()), best
+    return float((c < b - margin).mean()), best

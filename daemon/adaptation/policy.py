@@ -113,7 +113,7 @@ class RoutingPolicy:
         return PolicyState(seed=self.cfg.seed)
 
     def config(self) -> dict[str, Any]:
-        return {"version": 2, "policy": asdict(self.cfg),
+        return {"version": 3, "policy": asdict(self.cfg),
                 "programs": [p.model_dump() for p in self.programs.values()]}
 
     def metrics(self, state: PolicyState) -> dict[str, Any]:
@@ -319,7 +319,8 @@ class RoutingPolicy:
                 ps.stats[r].decay_to(t_us, self.cfg.half_life_s)
             rng = np.random.default_rng([self.cfg.seed, ps.rng_key, ps.evals])
             ps.evals += 1
-            p, best = canary.prob_worse(ps.stats[route], [ps.stats[r] for r in incumbents], rng, self.cfg.samples)
+            p, best = canary.prob_worse(ps.stats[route], [ps.stats[r] for r in incumbents], rng, self.cfg.samples,
+                                        self.cfg.rollback_margin)
             if best < 0 or p < self.cfg.rollback_confidence:
                 continue
             c, b = ps.stats[route], ps.stats[incumbents[best]]

@@ -29,6 +29,8 @@ class PolicyConfig:
     max_causes: int = 32
     #: Automatic canary rollback: posterior probability that the canary is worse.
     rollback_confidence: float = 0.95
+    #: ... that it delivers at least this much less (success x quality): not merely "fewer samples".
+    rollback_margin: float = 0.02
     breaker: brk.BreakerConfig = field(default_factory=brk.BreakerConfig)
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ exploration share carries its bad minute for several half-lives.  Two change poi
 cut that short (the "restart on detected change" of non-stationary bandits):
 
 - latency: the last ``RECENT`` log latencies are kept raw; when their mean leaves the
-  decayed posterior mean by more than ``SHIFT_Z`` standard errors, the latency model
+  mean of the posterior without them by more than ``SHIFT_Z`` standard errors, the latency model
   restarts from those recent samples (``outcome`` returns True so the caller may act);
 - failures: when the route's circuit breaker closes after successful probes, the
   caller calls ``forget_failures`` (the failure regime ended).
@@ -52,10 +52,13 @@ class RouteStats:
     tok_out: float = 0.0
     #: Outcomes ever seen (not decayed): what ``min_samples`` counts.
     total: int = 0
-    #: The last ``RECENT`` log latencies (raw), oldest first.
-    recent: list[float] = field(default_factory=list)
+    #: The last ``RECENT`` log latencies, oldest first, each as ``[x, w]``: the value and
+    #: the weight it still has in the decayed sums (so the change test can take it out).
+    recent: list[list[float]] = field(default_factory=list)
     #: Times the latency model restarted on a change.
     lat_changes: int = 0
+    #: Latency samples (raw count, not decayed) since the latency model last (re)started.
+    lat_raw: int = 0
 
     def decay_to(self, t_us: int, half_life_s: float) -> None:
         """Forget down to time ``t_us`` (never backwards; no-op for t <= the last time)."""
@@ -75,6 +78,8 @@ class RouteStats:
             self.tok_n *= f
             self.tok_in *= f
             self.tok_out *= f
+            for r in self.recent:
+                r[1] *= f
         self.t_us = t_us
 
     def outcome(self, ok: bool, duration_ms: float | None, cost_usd: float | None,
@@ -101,10 +106,12 @@ class RouteStats:
                 self.lat_n = float(len(shifted))
                 self.lat_s = sum(shifted)
                 self.lat_ss = sum(v * v for v in shifted)
-                self.recent = list(shifted)
+                self.recent = [[v, 1.0] for v in shifted]
                 self.lat_changes += 1
+                self.lat_raw = len(shifted)
             else:
                 self.lat_n += 1.0
+                self.lat_raw += 1
                 self.lat_s += x
                 self.lat_ss += x * x
         if cost_usd is not None and math.isfinite(cost_usd) and cost_usd >= 0:
@@ -116,22 +123,38 @@ class RouteStats:
             self.tok_out += tokens_out
 
     def _latency_shift(self, x: float) -> list[float]:
-        """Push ``x`` into the recent samples.  When their mean left the posterior's
-        (judged only with a full ring and a posterior of at least ``2 * RECENT``
-        samples), return the recent samples beyond two standard deviations of the old
-        mean on the side it moved to (the new regime: a ring straddling the change would
-        restart the model on a mixture), at least ``x``; else []."""
-        self.recent.append(x)
+        """Test whether the last ``RECENT`` log latencies, ``x`` included, left the model.
+
+        The ring is compared with the posterior *without the ring's own decayed
+        contributions*: at a low rate (a route held at the exploration floor) the ring
+        is most of the posterior's weight, and testing it against itself hides the
+        change.  The test runs only with a full ring and at least ``RECENT`` raw samples
+        before it since the model last started (raw counts: the decayed weight of a
+        floor-rate route stays small for as long as it is sent little traffic, and it is
+        exactly that route whose recovery must be seen); the standard error includes the
+        old mean's own uncertainty.
+
+        Returns:
+            On a change, the ring's samples beyond two standard deviations of the old
+            mean on the side it moved to (the new regime: a ring straddling the change
+            would restart the model on a mixture), at least ``x``; else [].
+        """
+        self.recent.append([x, 1.0])
         del self.recent[:-RECENT]
-        if len(self.recent) < RECENT or self.lat_n < 2 * RECENT:
+        if len(self.recent) < RECENT or self.lat_raw + 1 < 2 * RECENT:
             return []
-        mu = self.lat_s / self.lat_n
-        sd = max(math.sqrt(max(self.lat_ss / self.lat_n - mu * mu, 0.0)), MIN_SD)
-        shift = sum(self.recent) / RECENT - mu
-        if abs(shift) <= SHIFT_Z * sd / math.sqrt(RECENT):
+        n = self.lat_n + 1.0 - sum(w for _, w in self.recent)  # x is not in the sums yet
+        if n < 1.0:
+            return []
+        s = self.lat_s + x - sum(w * v for v, w in self.recent)
+        ss = self.lat_ss + x * x - sum(w * v * v for v, w in self.recent)
+        mu = s / n
+        sd = max(math.sqrt(max(ss / n - mu * mu, 0.0)), MIN_SD)
+        shift = sum(v for v, _ in self.recent) / RECENT - mu
+        if abs(shift) <= SHIFT_Z * sd * math.sqrt(1.0 / RECENT + 1.0 / n):
             return []
         side = 1.0 if shift > 0 else -1.0
-        return [v for v in self.recent if (v - mu) * side > 2 * sd] or [x]
+        return [v for v, _ in self.recent if (v - mu) * side > 2 * sd] or [x]
 
     def forget_failures(self) -> None:
         """Drop the (decayed) failures from the success posterior, keeping its successes:
