@@ -40,7 +40,7 @@ from adapters import dspy_describe as describe
 from adapters import dspy_dispatch
 from adapters.client import Client
 from adapters.encode import DEFER
-from adapters.route_context import current_route
+from adapters.route_context import current_root_execution, current_route
 
 #: Longest ``error_message`` recorded.
 MAX_ERROR_MESSAGE = 2000
@@ -74,7 +74,7 @@ class _Call:
     """A call in progress (host thread only)."""
 
     __slots__ = ("id", "parent", "root", "program", "kind", "instance", "inputs", "t0", "start_ns",
-                 "lm", "attrs", "mark", "route")  # fmt: skip
+                 "lm", "attrs", "mark", "route", "token")  # fmt: skip
 
     def __init__(self, kind: str, instance: Any, inputs: Any, parent: _Call | None, program: str) -> None:
         self.id = uuid_utils.uuid7()
@@ -88,6 +88,7 @@ class _Call:
         self.attrs: dict[str, Any] | None = None
         self.mark: Any = None
         self.route: str | None = None
+        self.token: Any = None
         self.start_ns = time.time_ns()
         self.t0 = time.perf_counter_ns()
 
@@ -172,6 +173,12 @@ class AdaptdCallback(BaseCallback):
 
     def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         self._begin(call_id, "module", instance, inputs)
+        try:
+            call = self._calls.get(call_id)
+            if call is not None and call.parent is None:  # routed calls inside name this execution
+                call.token = current_root_execution.set(str(call.id))
+        except Exception:
+            self.errors += 1
 
     def on_module_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
         try:
@@ -179,6 +186,11 @@ class AdaptdCallback(BaseCallback):
             if ended is None:
                 return
             call, ms = ended
+            if call.token is not None:
+                try:
+                    current_root_execution.reset(call.token)
+                except ValueError:  # ended in another context than it started: let it lapse
+                    pass
             if outputs is not None and exception is None:
                 try:  # the outermost module ends last, so its id is the one that stays
                     setattr(outputs, EXECUTION_ID_ATTR, call.id)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from adapters.observe import current_observation
 from adapters.route_breaker import BreakerBoard
-from adapters.route_context import current_route
+from adapters.route_context import current_root_execution, current_route
 from adapters.routing_table import RouteEntry, RoutingTable, TableError, TablePoller, WeightedChoice
 
 log = logging.getLogger("adapters.routing")
@@ -388,5 +388,5 @@ class RouteRunner:
         obs = current_observation()
         client.emit("route_decision", program=self.program, route=name,
                     model=model if isinstance(model, str) else None, status=status, error_type=error_type,
-                    execution_id=obs.id if obs is not None else None, policy_version=t.version,
+                    execution_id=obs.id if obs is not None else current_root_execution.get(), policy_version=t.version,
                     probability=p, reason=reason, attempt=attempt)  # fmt: skip

@@ -28,7 +28,7 @@ from adapters import Client, InMemoryExporter
 from adapters.adaptive_lm import AdaptiveLM, AdaptiveModule, NoRouteError
 from adapters.route_breaker import RouteBreaker
 from adapters.routing_table import RoutingTable, TableError, WeightedChoice
-from tests.conftest import wait_until
+from conftest import wait_until
 
 ANSWER = "[[ ## answer ## ]]\n{}\n\n[[ ## completed ## ]]"
 
@@ -374,7 +374,7 @@ def test_table_refresh_follows_the_server_with_etags_and_keeps_routing_while_it_
 
 
 def test_routing_works_from_the_initial_table_when_the_daemon_was_never_reachable(client):
-    from tests.conftest import free_port
+    from conftest import free_port
 
     lm = make({"a": ok_lm("a"), "b": ok_lm("b")}, client, table(3, {"a": 0.0, "b": 1.0}), refresh=True,
               url=f"http://127.0.0.1:{free_port()}", poll_wait_s=0, poll_min_interval_s=0.02)  # fmt: skip
@@ -404,6 +404,24 @@ def test_adaptive_module_fails_over_from_a_failing_variant_to_its_fallback(clien
     assert [(d["route"], d["status"], d["reason"]) for d in ds] == [
         ("predict", "error", "weighted"), ("cot", "ok", "fallback")]  # fmt: skip
     assert all(d["policy_version"] == 5 for d in ds)
+
+
+def test_route_decisions_name_the_execution_the_programs_feedback_lands_on(client, exporter):
+    """Under AdaptdCallback, a routed call's decision carries the outermost execution: the
+    one ``execution_id_of(prediction)`` gives for feedback, so quality joins the route."""
+    from adapters import AdaptdCallback, execution_id_of
+
+    am = AdaptiveModule("qa", variants(), table=table(5, {"predict": 0.0, "cot": 1.0}), client=client,
+                        refresh=False)  # fmt: skip
+    with dspy.context(callbacks=[AdaptdCallback(program="qa", client=client)]):
+        pred = am(question="2+2?")
+        plain = am(question="3+3?")
+    ds = decisions(client, exporter)
+    assert [d.get("execution_id") for d in ds] == [str(execution_id_of(pred)), str(execution_id_of(plain))]
+    roots = [e for e in exporter.events if e["kind"] == "execution" and e["parent_id"] is None]
+    assert {r["id"] for r in roots} == {str(execution_id_of(pred)), str(execution_id_of(plain))}
+    am(question="outside")  # no callback: no execution to name
+    assert decisions(client, exporter)[-1].get("execution_id") is None
 
 
 def test_adaptive_module_shows_its_variants_to_optimizers_and_copies_share_the_router(client):
