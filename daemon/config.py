@@ -77,6 +77,7 @@ class ProcessorSettings(BaseModel):
     drift_window: str = Field("5m", description="drift windows per program, in event time")
     drift_min_executions: int = Field(500, ge=1, description="a drift window extends until it holds this many")
     drift_resolve_windows: int = Field(3, ge=1, description="clean windows before a drift incident resolves")
+    drift_reference_windows: int = Field(5, ge=1, description="first windows per program that form the reference")
 
     @field_validator("drift_window")
     @classmethod

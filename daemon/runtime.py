@@ -17,6 +17,7 @@ from pathlib import Path
 from streams.log import StreamLog, open_log
 from streams.processors.anomaly import AnomalyProcessor
 from streams.processors.drift import DriftProcessor, DriftProcessorConfig
+from streams.processors.drift_detector import DriftConfig
 from streams.processors.error_burst import ErrorBurstProcessor
 from streams.processors.history import HistoryProcessor
 from streams.processors.runtime import ProcessorRuntime
@@ -65,7 +66,8 @@ def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouti
     if settings.drift_enabled:
         processors.append(DriftProcessor(DriftProcessorConfig(
             window=settings.drift_window, min_executions=settings.drift_min_executions,
-            resolve_windows=settings.drift_resolve_windows)))
+            resolve_windows=settings.drift_resolve_windows,
+            detector=DriftConfig(reference_windows=settings.drift_reference_windows))))
     if routing:  # reads outcomes, feedback, signals and admin actions; writes routing tables
         processors.append(RoutingPolicy(list(routing), policy))
     processors.append(AnomalyProcessor())  # derived: detectors over history's closed windows
