@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint bench clean
+.PHONY: install run demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(VENV)/.installed
 # Start the daemon in embedded mode (file log + DuckDB under ./.adaptd).
 run: install
 	$(VENV)/bin/adaptd up
+
+# The whole loop in one terminal: a daemon, a mock provider, three DSPy programs and a
+# scripted story of faults, shown in the dashboard (`adaptd demo --headless` prints it).
+demo: install
+	$(VENV)/bin/adaptd demo
 
 test: install
 	$(PY) -m pytest

@@ -311,5 +311,22 @@ main.add_command(optimize)
 main.add_command(trainset)
 
 
+@main.command()
+@click.option("--headless", is_flag=True, help="Print the story instead of opening the dashboard.")
+@click.option("--duration", type=float, default=120.0, show_default=True, help="Seconds the scripted story lasts.")
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), help="Keep the demo's data and logs here.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(headless: bool, duration: float, workdir: Path | None, seed: int) -> None:
+    """Show the whole loop: a daemon in a temporary directory, a mock provider, three DSPy
+    programs and a scripted outage, slowdown, input drift and quality regression."""
+    # The demo is a client of the daemon (it uses the SDK), so it runs as its own program.
+    args = [sys.executable, "-m", "adapters.demo", "--duration", str(duration), "--seed", str(seed)]
+    if headless:
+        args.append("--headless")
+    if workdir is not None:
+        args += ["--dir", str(workdir)]
+    os.execv(sys.executable, args)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
