@@ -24,6 +24,7 @@ from . import __version__
 from .config import Settings
 from .ingest import IngestError, Limits, decompress, parse_items, prepare
 from . import otlp
+from .admin_api import admin_router
 from .routing_api import routing_router
 from .optimize.api import optimization_router
 from .runtime import Runtime
@@ -236,6 +237,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app.include_router(routing_router(settings, Tenant))
     app.include_router(optimization_router(Tenant))
+    app.include_router(admin_router(settings, Tenant))
 
     @app.get("/v1/signals", summary="Anomaly, drift and breaker signals, newest first")
     async def signals(

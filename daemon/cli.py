@@ -305,6 +305,10 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
+from tui.cli import dash  # noqa: E402  (the dashboard command lives with the dashboard)
+
+main.add_command(dash)
+
 from .optimize.cli import optimize, trainset  # noqa: E402  (optimizer commands live with the feature)
 
 main.add_command(optimize)
