@@ -81,7 +81,7 @@ class RouteRunner:
         backoff_base_s: float = 0.05,
         backoff_max_s: float = 2.0,
         failure_threshold: int = 3,
-        cooldown_s: float = 10.0,
+        cooldown_s: float = 5.0,
         retryable: Callable[[BaseException], bool] = default_retryable,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,

@@ -33,7 +33,9 @@ class BreakerConfig:
     min_requests: int = 10
     consecutive_failures: int = 5
     cooldown_s: float = 5.0
-    max_cooldown_s: float = 60.0
+    #: Short: a failed probe is retried elsewhere, and a provider back within seconds
+    #: should get its traffic back within seconds.
+    max_cooldown_s: float = 10.0
     backoff: float = 2.0
     #: K: outcomes counted as probes while half-open.
     probes: int = 3

@@ -21,7 +21,7 @@ class PolicyConfig:
     #: Evaluation slot: the policy evaluates when a program's clock enters a new one.
     tick_s: float = 1.0
     #: Share of a half-open route (the traffic that probes it).
-    probe_share: float = 0.1
+    probe_share: float = 0.2
     outcome_kinds: tuple[str, ...] = ("lm_call",)
     #: Bound on the execution id -> route joins kept for feedback (oldest dropped).
     max_joins: int = 100_000
