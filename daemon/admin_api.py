@@ -14,7 +14,6 @@ effect survives restarts and a replay rebuilds it.
 
 # No `from __future__ import annotations`: FastAPI must see the local Tenant dependency
 # in the endpoint signatures as a real object, not as a string it cannot resolve.
-import asyncio
 import datetime as dt
 import uuid
 from typing import Any
@@ -23,17 +22,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from streams.events import new_id
-from streams.log import LogClosed, LogError
-
 from .adaptation.config import ProgramRouting
 from .adaptation.table import default_table
 from .config import Settings
-from .ingest import Limits, prepare
+from .admin_events import SOURCE, admin_event, append_admin_event
+from .ingest import Limits
 from .revert import Inverse, NotRevertible, inverse
 from .store import Store
 
-SOURCE = "adaptd.api"
 ACK = "signal_ack"
 
 
@@ -103,20 +99,9 @@ def admin_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
         return request.app.state.runtime.store
 
     async def append(request: Request, tenant: str, event: dict[str, Any]) -> None:
-        prepared = prepare([event], tenant=tenant, received=dt.datetime.now(dt.timezone.utc), limits=limits,
-                           allow_derived=True)
-        if prepared.rejected:  # a bug here, not the caller's: say so rather than store it
-            raise HTTPException(500, f"admin event invalid: {prepared.rejected[0]['reason']}")
-        try:
-            await asyncio.wrap_future(request.app.state.runtime.log.submit(prepared.records))
-        except (LogClosed, LogError) as exc:
-            raise HTTPException(503, f"log unavailable: {exc}", headers={"Retry-After": "1"}) from None
+        await append_admin_event(request, tenant, event, limits)
 
-    def event(tenant: str, action: str, program: str | None, route: str | None, reason: str,
-              caused_by: list[str], details: dict[str, Any]) -> dict[str, Any]:
-        return {"id": str(new_id()), "ts": dt.datetime.now(dt.timezone.utc).isoformat(), "kind": "adaptation",
-                "tenant": tenant, "source": SOURCE, "attrs": {}, "action": action, "program": program,
-                "route": route, "reason": reason, "caused_by": caused_by, "details": details}
+    event = admin_event
 
     @router.get("/v1/routing", summary="Every configured program's current routing table and breakers")
     async def all_tables(request: Request, tenant: Tenant) -> dict[str, Any]:

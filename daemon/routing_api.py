@@ -15,13 +15,11 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from streams.events import new_id
-from streams.log import LogClosed, LogError
-
 from .adaptation.config import ProgramRouting
 from .adaptation.table import default_table
 from .config import Settings
-from .ingest import Limits, prepare
+from .admin_events import admin_event, append_admin_event
+from .ingest import Limits
 
 #: Longest a long-poll (``?wait=``) holds the request.
 MAX_WAIT_S = 30.0
@@ -100,20 +98,10 @@ def routing_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
             raise HTTPException(422, f"{action} needs a route of {program!r}: one of {', '.join(names)}")
         if body.share is not None and action != "canary":
             raise HTTPException(422, "share only applies to canary")
-        event = {
-            "id": str(new_id()), "ts": dt.datetime.now(dt.timezone.utc).isoformat(), "kind": "adaptation",
-            "tenant": tenant, "source": "adaptd.api", "attrs": {}, "action": action, "program": program,
-            "route": body.route if action != "unpin" else None, "reason": body.reason or f"admin {action}",
-            "caused_by": [], "details": {"share": body.share if body.share is not None else 0.05} if action == "canary" else {},
-        }  # fmt: skip
-        prepared = prepare([event], tenant=tenant, received=dt.datetime.now(dt.timezone.utc), limits=limits,
-                           allow_derived=True)
-        if prepared.rejected:  # a bug here, not the caller's: say so rather than store it
-            raise HTTPException(500, f"admin event invalid: {prepared.rejected[0]['reason']}")
-        try:
-            await asyncio.wrap_future(request.app.state.runtime.log.submit(prepared.records))
-        except (LogClosed, LogError) as exc:
-            raise HTTPException(503, f"log unavailable: {exc}", headers={"Retry-After": "1"}) from None
+        event = admin_event(tenant, action, program, body.route if action != "unpin" else None,
+                            body.reason or f"admin {action}", [],
+                            {"share": body.share if body.share is not None else 0.05} if action == "canary" else {})
+        await append_admin_event(request, tenant, event, limits)
         return {"id": event["id"], "action": action, "program": program, "route": event["route"]}
 
     return router
