@@ -258,6 +258,29 @@ def test_a_route_leaves_on_a_latency_slo_breach_and_returns_within_seconds_of_re
     assert sim.state.programs[("default", "qa")].stats["a"].lat_changes >= 2
 
 
+def test_a_slowdown_that_starves_the_program_of_outcomes_still_moves_the_table_at_once():
+    """At 2 calls/s, min_samples = 20 outcomes would hold a change for 10 s after the
+    last evaluation; a latency change point is urgent and does not wait for them."""
+    jitter, slow_from = random.Random(9), [math.inf]
+
+    def slowdown(route: str, t: float):
+        ok, quality, cost = steady(route, t)
+        slow = route == "a" and t >= slow_from[0]
+        return ok, quality, cost, (4000.0 if slow else 300.0) * math.exp(0.25 * jitter.gauss(0, 1))
+
+    sim = Sim(RoutingPolicy([routing(latency_slo_ms=1000)], CFG), slowdown, rate=2.0)
+    sim.run(60)
+    assert sim.share("a") >= 0.8
+    ps = sim.state.programs[("default", "qa")]
+    while ps.since_eval > 1 and sim.t < 90:  # slow down right after an evaluation: no outcomes banked
+        sim.run(sim.t + 0.5)
+    slow_from[0] = start = sim.t
+    sim.run(start + 15)
+    left = [t for t, o in sim.tables if t >= start and next(x["weight"] for x in o["details"]["routes"]
+                                                            if x["name"] == "a") <= 0.1]
+    assert left and left[0] - start <= 5, (start, left[:1])
+
+
 def test_steady_latency_jitter_restarts_the_latency_model_less_than_once_in_10000_calls():
     from daemon.adaptation.posteriors import RouteStats
 

@@ -249,7 +249,9 @@ class RoutingPolicy:
             for tr in brk.tick(ps.breakers[r], self.cfg.breaker, t_us):
                 self._transition(ps, r, tr, out)
         self._judge_canaries(ps, routing, t_us, out)
-        if ps.since_eval < routing.min_samples:
+        # An urgent change (a signal, a latency change point) does not wait for more
+        # outcomes: when a route slows down, outcomes are exactly what stops arriving.
+        if ps.since_eval < routing.min_samples and not ps.urgent:
             return
         if max(s.total for s in ps.stats.values()) < routing.min_samples:
             return

@@ -121,6 +121,7 @@ class RouteStats:
             self.tok_n += 1.0
             self.tok_in += tokens_in
             self.tok_out += tokens_out
+        return changed
 
     def _latency_shift(self, x: float) -> list[float]:
         """Test whether the last ``RECENT`` log latencies, ``x`` included, left the model.
