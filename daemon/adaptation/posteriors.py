@@ -12,9 +12,10 @@ Forgetting alone is slow to notice that a route came back: a route sent only its
 exploration share carries its bad minute for several half-lives.  Two change points
 cut that short (the "restart on detected change" of non-stationary bandits):
 
-- latency: the last ``RECENT`` log latencies are kept raw; when their mean leaves the
-  mean of the posterior without them by more than ``SHIFT_Z`` standard errors, the latency model
-  restarts from those recent samples (``outcome`` returns True so the caller may act);
+- latency: the last ``RECENT`` log latencies are kept raw; when the mean of the last
+  2..RECENT of them leaves the mean of the posterior without them by more than
+  ``SHIFT_Z`` standard errors, the latency model restarts from those recent samples
+  (``outcome`` returns True so the caller may act);
 - failures: when the route's circuit breaker closes after successful probes, the
   caller calls ``forget_failures`` (the failure regime ended).
 """
@@ -27,8 +28,9 @@ from dataclasses import dataclass, field
 US = 1_000_000
 #: Raw recent log latencies kept for the latency change test.
 RECENT = 5
-#: Standard errors between the recent mean and the posterior mean that mean "changed".
-SHIFT_Z = 4.0
+#: Standard errors between a recent mean and the posterior mean that mean "changed"
+#: (tested for the last 2..RECENT samples, hence higher than a single test would need).
+SHIFT_Z = 4.5
 #: Floor of the spread used by the change test (log ms): 10% jitter is not a change.
 MIN_SD = 0.1
 
@@ -151,11 +153,15 @@ class RouteStats:
         ss = self.lat_ss + x * x - sum(w * v * v for v, w in self.recent)
         mu = s / n
         sd = max(math.sqrt(max(ss / n - mu * mu, 0.0)), MIN_SD)
-        shift = sum(v for v, _ in self.recent) / RECENT - mu
-        if abs(shift) <= SHIFT_Z * sd * math.sqrt(1.0 / RECENT + 1.0 / n):
-            return []
-        side = 1.0 if shift > 0 else -1.0
-        return [v for v, _ in self.recent if (v - mu) * side > 2 * sd] or [x]
+        # Scan the last m = 2..RECENT samples: a large change shows in two samples, a
+        # smaller one needs the whole ring (and a route at the exploration floor sends
+        # a sample every few seconds, so waiting for five costs its recovery seconds).
+        for m in range(2, RECENT + 1):
+            shift = sum(v for v, _ in self.recent[-m:]) / m - mu
+            if abs(shift) > SHIFT_Z * sd * math.sqrt(1.0 / m + 1.0 / n):
+                side = 1.0 if shift > 0 else -1.0
+                return [v for v, _ in self.recent if (v - mu) * side > 2 * sd] or [x]
+        return []
 
     def forget_failures(self) -> None:
         """Drop the (decayed) failures from the success posterior, keeping its successes:
