@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 import click
 import orjson
 
+from streams.log.base import LogError
+
 from .config import ConfigError, load_settings
 
 DEFAULT_URL = "http://127.0.0.1:7710"
@@ -86,11 +88,13 @@ def up(config: Path | None, data_dir: Path | None, host: str | None, port: int |
         settings = load_settings(config, data_dir=data_dir, host=host, port=port)
         if log_url is not None:
             settings.log.url = log_url
-        if not settings.log.url.startswith("file"):
-            raise ConfigError(f"log url {settings.log.url!r} is not supported yet: use 'file'")
+        if not settings.log.url.startswith(("file", "kafka://")):
+            raise ConfigError(f"log url {settings.log.url!r} is not supported: use 'file' or kafka://HOST:PORT")
         code = serve(settings)
     except ConfigError as exc:
         fail(str(exc))
+    except LogError as exc:  # e.g. Kafka unreachable or a topic missing
+        fail(f"cannot open the stream log {settings.log.url!r}: {exc}")
     sys.exit(code)
 
 
@@ -313,6 +317,11 @@ from .optimize.cli import optimize, trainset  # noqa: E402  (optimizer commands 
 
 main.add_command(optimize)
 main.add_command(trainset)
+
+
+from .worker import worker  # noqa: E402  (after main: the Faust worker command)
+
+main.add_command(worker)
 
 
 @main.command()

@@ -117,7 +117,8 @@ class Runtime:
         # After the projector (it stores what the processors emit), stopped before it.
         self.processors: ProcessorRuntime | None = None
         ps = settings.processors
-        if ps.enabled:
+        # With kafka:// the processors run as `adaptd worker` (Faust); this daemon projects.
+        if ps.enabled and not settings.log.url.startswith("kafka://"):
             try:
                 self.processors = ProcessorRuntime(
                     self.log, build_processors(ps, settings.routing, settings.routing_policy), snapshot_path=data_dir / "processors" / "snapshot.pkl",

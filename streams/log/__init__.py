@@ -13,6 +13,9 @@ __all__ = ["LogClosed", "LogError", "LogStats", "Record", "StreamLog", "open_log
 def open_log(url: str, data_dir: Path, **options: Any) -> StreamLog:
     """Open the log named by ``url``: ``file`` (under ``data_dir/log``) or ``kafka://...``.
 
+    A kafka log appends to the events topic and also follows the derived topics (see
+    streams.topics); the file options (fsync, segments, retention) do not apply to it.
+
     Raises:
         LogError: the url names no known backend (message lists the known ones).
     """
@@ -21,4 +24,8 @@ def open_log(url: str, data_dir: Path, **options: Any) -> StreamLog:
 
         path = Path(url[len("file://"):]) if url.startswith("file://") and len(url) > 7 else data_dir / "log"
         return FileLog(path, **options)
-    raise LogError(f"unknown log url {url!r}: use 'file' (embedded); kafka:// is not available yet")
+    if url.startswith("kafka://"):
+        from .kafka_open import open_kafka_log
+
+        return open_kafka_log(url)
+    raise LogError(f"unknown log url {url!r}: use 'file' (embedded) or kafka://HOST:PORT")
