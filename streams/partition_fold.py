@@ -27,8 +27,7 @@ from typing import Any
 from streams.log.base import Record
 
 from .processors.base import NO_WATERMARK
-from .processors.parse import parse_records, raw_events
-from .processors.windows import US, watermark_of, watermarks
+from .processors.pipeline import Pipeline
 
 logger = logging.getLogger("adaptd.partition_fold")
 
@@ -74,27 +73,13 @@ class PartitionFold:
             ValueError: duplicate names, or a derived processor before (or without) its
                 upstream (the same rules as the embedded runtime).
         """
-        names: list[str] = []
-        for p in processors:
-            if p.name in names:
-                raise ValueError(f"two processors are named {p.name!r}")
-            upstream = getattr(p, "upstream", None)
-            if upstream is not None and upstream not in names:
-                raise ValueError(f"processor {p.name!r} reads {upstream!r}, which must come before it")
-            names.append(p.name)
-        self.processors = list(processors)
-        sources = [p for p in processors if getattr(p, "upstream", None) is None]
-        self.kinds = frozenset().union(*(p.kinds for p in sources)) if sources else frozenset()
-        self.columns = frozenset().union(*(getattr(p, "columns", frozenset()) for p in sources))
-        self.raw_kinds = frozenset().union(*(getattr(p, "raw_kinds", frozenset()) for p in sources))
-        self._lateness = int(round(lateness_s * US))
-        self._max_future = None if max_future_s is None else int(round(max_future_s * US))
-        self.config = {"lateness_us": self._lateness, "max_future_us": self._max_future,
-                       "processors": {p.name: p.config() for p in self.processors}}
+        self.pipeline = Pipeline(processors, lateness_s=lateness_s, max_future_s=max_future_s)
+        self.processors = self.pipeline.processors
+        self.config = self.pipeline.config()
 
     def initial(self) -> PartitionState:
         """The state before any record."""
-        return PartitionState(config=self.config, states={p.name: p.initial_state() for p in self.processors})
+        return PartitionState(config=self.config, states=self.pipeline.initial_states())
 
     def fold(self, state: PartitionState, records: Sequence[Record]) -> tuple[PartitionState, list[tuple[str, dict]]]:
         """Process the records at or after ``state.position`` (in offset order).
@@ -111,23 +96,11 @@ class PartitionFold:
         fresh = [r for r in records if r.offset >= state.position]
         if not fresh:
             return state, []
-        parsed = parse_records(fresh, self.kinds, self.columns)
-        batch = parsed.batch
-        if self.raw_kinds:
-            batch.extra["_raw"] = raw_events(fresh, self.raw_kinds)
-        batch.wm, high = watermarks(batch.ts, batch.append_ms, state.high, self._lateness, self._max_future)
-        watermark = watermark_of(high, self._lateness)
-        produced: dict[str, list[dict[str, Any]]] = {}
-        outputs: list[tuple[str, dict]] = []
-        for p in self.processors:
-            upstream = getattr(p, "upstream", None)
-            given = batch if upstream is None else produced[upstream]
-            state.states[p.name], produced[p.name] = p.process(state.states[p.name], given, watermark)
-            outputs += [(p.name, o) for o in produced[p.name]]
-        state.high = high
+        step = self.pipeline.step(state.states, state.high, fresh)
+        state.high = step.high
         state.position = fresh[-1].offset + 1
         state.records += len(fresh)
-        return state, outputs
+        return state, step.outputs
 
     def dumps(self, state: PartitionState) -> bytes:
         """The state's bytes (pickle protocol 5, like the embedded snapshots)."""

@@ -34,9 +34,8 @@ import orjson
 from streams.log.base import LogError, StreamLog
 
 from .base import NO_WATERMARK, DerivedProcessor, SourceProcessor, iso_us
-from .parse import parse_records, raw_events
+from .pipeline import Pipeline
 from .snapshot import SnapshotError, read_snapshot, write_snapshot
-from .windows import US, watermark_of, watermarks
 
 logger = logging.getLogger("adaptd.processors")
 
@@ -75,25 +74,11 @@ class ProcessorRuntime:
             ValueError: duplicate processor names, or a derived processor before (or
                 without) its upstream.
         """
-        names: list[str] = []
-        for p in processors:
-            if p.name in names:
-                raise ValueError(f"two processors are named {p.name!r}")
-            upstream = getattr(p, "upstream", None)
-            if upstream is not None and upstream not in names:
-                raise ValueError(f"processor {p.name!r} reads {upstream!r}, which must come before it")
-            names.append(p.name)
-        self._log, self._processors = log, list(processors)
-        self._sources = [p for p in processors if getattr(p, "upstream", None) is None]
-        self.kinds = frozenset().union(*(p.kinds for p in self._sources)) if self._sources else frozenset()
-        self.columns = frozenset().union(*(getattr(p, "columns", frozenset()) for p in self._sources))
-        # Derived kinds a source processor also reads (the routing policy: signals and
-        # admin actions), handed over as decoded dicts in ``batch.extra["_raw"]``.
-        self.raw_kinds = frozenset().union(*(getattr(p, "raw_kinds", frozenset()) for p in self._sources))
+        self._log = log
+        self._pipeline = Pipeline(processors, lateness_s=lateness_s, max_future_s=max_future_s)
+        self._processors = self._pipeline.processors
         self._path = Path(snapshot_path) if snapshot_path is not None else None
         self._group, self._partition = group, partition
-        self._lateness = int(round(lateness_s * US))
-        self._max_future = None if max_future_s is None else int(round(max_future_s * US))
         self._batch = max(1, batch)
         self._every_records, self._every_s = max(1, snapshot_every_records), snapshot_every_s
         self._clock, self._poll, self._retry = clock, poll_s, retry_s
@@ -112,8 +97,7 @@ class ProcessorRuntime:
     # ------------------------------------------------------------------ state
 
     def _config(self) -> dict[str, Any]:
-        return {"lateness_us": self._lateness, "max_future_us": self._max_future,
-                "processors": {p.name: p.config() for p in self._processors}}
+        return self._pipeline.config()
 
     def _load(self) -> None:
         """Restore the snapshot, or start from the beginning of the log with fresh states."""
@@ -129,7 +113,7 @@ class ProcessorRuntime:
         start = self._log.start_offset(self._partition)
         if payload is None:
             self.position, self.high = start, NO_WATERMARK
-            self.states = {p.name: p.initial_state() for p in self._processors}
+            self.states = self._pipeline.initial_states()
         else:
             self.position, self.high, self.states = payload["position"], payload["high"], payload["states"]
             self.snapshot_position = self.position
@@ -143,7 +127,7 @@ class ProcessorRuntime:
     @property
     def watermark(self) -> int:
         """The current watermark (µs since the epoch; ``NO_WATERMARK`` before any event)."""
-        return watermark_of(self.high, self._lateness)
+        return self._pipeline.watermark(self.high)
 
     # ------------------------------------------------------------------ one step
 
@@ -168,28 +152,16 @@ class ProcessorRuntime:
         return True
 
     def _run(self, records: list) -> None:
-        parsed = parse_records(records, self.kinds, self.columns)
-        batch = parsed.batch
-        if self.raw_kinds:
-            batch.extra["_raw"] = raw_events(records, self.raw_kinds)
-        batch.wm, high = watermarks(batch.ts, batch.append_ms, self.high, self._lateness, self._max_future)
-        watermark = watermark_of(high, self._lateness)
-        produced: dict[str, list[dict[str, Any]]] = {}
-        outputs: list[dict[str, Any]] = []
-        for p in self._processors:
-            upstream = getattr(p, "upstream", None)
-            given = batch if upstream is None else produced[upstream]
-            self.states[p.name], produced[p.name] = p.process(self.states[p.name], given, watermark)
-            outputs += produced[p.name]
-        if outputs:
-            self._emit([orjson.dumps(o) for o in outputs])
-        self.high = high
+        step = self._pipeline.step(self.states, self.high, records)
+        if step.outputs:
+            self._emit([orjson.dumps(o) for _, o in step.outputs])
+        self.high = step.high
         self.position = records[-1].offset + 1
         self._since_snapshot += len(records)
         self.records_read += len(records)
-        self.events += len(batch)
-        self.unreadable += parsed.unreadable
-        self.outputs += len(outputs)
+        self.events += step.events
+        self.unreadable += step.unreadable
+        self.outputs += len(step.outputs)
         with self._progress:
             self._progress.notify_all()
 
