@@ -15,6 +15,19 @@ from pathlib import Path
 NS = uuid.UUID("0d5c0b1e-7a4e-4d3c-9b2a-2f6a1c9e8d70")
 START = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc)
 
+#: Two tenants: ``ops`` (token ``t-admin``, an admin) and ``guest`` (``t-viewer``).
+TOKENS = """
+[[tenants]]
+name = "ops"
+tokens = ["t-admin"]
+admin = true
+
+[[tenants]]
+name = "guest"
+tokens = ["t-viewer"]
+admin = false
+"""
+
 CONFIG = """
 [[routing]]
 program = "qa"

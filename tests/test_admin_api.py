@@ -10,29 +10,11 @@ import orjson
 import pytest
 
 from conftest import DaemonProcess, wait_until
+from dash_workload import CONFIG as ROUTING, TOKENS
 from streams.events import new_id
 
 ADMIN, VIEWER = "t-admin", "t-viewer"
-CONFIG = """
-[[tenants]]
-name = "ops"
-tokens = ["t-admin"]
-admin = true
-
-[[tenants]]
-name = "guest"
-tokens = ["t-viewer"]
-admin = false
-
-[[routing]]
-program = "qa"
-[[routing.routes]]
-name = "primary"
-model = "openai/gpt-4o-mini"
-[[routing.routes]]
-name = "backup"
-model = "openai/gpt-4.1-nano"
-"""
+CONFIG = TOKENS + ROUTING
 
 
 def failing_calls(start: dt.datetime, seconds: int) -> list[dict]:

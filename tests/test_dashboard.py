@@ -14,7 +14,7 @@ import pytest
 from textual.command import CommandList, CommandPalette
 
 from conftest import DaemonProcess, run_cli, wait_until
-from dash_workload import CONFIG, optimize_config, optimizer_runs, workload
+from dash_workload import CONFIG, TOKENS, optimize_config, optimizer_runs, workload
 from streams.events import new_id
 from tui.app import DashApp, make_app
 from tui.client import Backoff
@@ -266,19 +266,6 @@ async def test_a_daemon_that_goes_down_is_shown_stale_and_reconnected(fed_daemon
                  "status": "ok"}
         assert httpx.post(f"{fed_daemon.url}/v1/events", content=orjson.dumps([event]), timeout=10).status_code == 200
         await until(pilot, lambda: any(e.get("program") == "after" for _, e in app.tail), timeout=60)
-
-
-TOKENS = """
-[[tenants]]
-name = "ops"
-tokens = ["t-admin"]
-admin = true
-
-[[tenants]]
-name = "guest"
-tokens = ["t-viewer"]
-admin = false
-"""
 
 
 async def test_the_token_picks_the_tenant_and_only_admins_may_act(tmp_path) -> None:
