@@ -206,7 +206,10 @@ class Workload:
         return self
 
     def _refresh_slots(self, module: Any) -> None:
-        while not self.stop.wait(1.0):
+        # The canary share and the slot's new version are published together; until the
+        # new version is loaded here, the slot serves the old program, and those outcomes
+        # count against the canary (a second of them can get it rolled back): poll often.
+        while not self.stop.wait(0.2):
             self._slots.refresh(module.variants)
 
     def _spawn(self, name: str, lm: Any, callback: Any, program: Any, question: Callable[[random.Random], str],
