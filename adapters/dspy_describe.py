@@ -126,11 +126,28 @@ def module_path(root: Any, instance: Any) -> str:
         return name
 
 
+#: Signature class (weakly held) -> its text. DSPy rebuilds the text on every read, and
+#: a signature class does not change once made (``with_instructions`` and the like
+#: return new classes).
+_signature_texts: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+
+
 def signature_of(instance: Any) -> str | None:
     """``"question -> reasoning, answer"`` for a predictor, None for other modules."""
     sig = getattr(instance, "signature", None)
+    if sig is None:
+        return None
+    try:
+        return _signature_texts[sig]
+    except (KeyError, TypeError):  # TypeError: not weakly referenceable
+        pass
     text = getattr(sig, "signature", None)
-    return text[:MAX_NAME] if isinstance(text, str) else None
+    text = text[:MAX_NAME] if isinstance(text, str) else None
+    try:
+        _signature_texts[sig] = text
+    except TypeError:
+        pass
+    return text
 
 
 def provider_of(model: str | None) -> str | None:

@@ -56,13 +56,24 @@ DEFER = "_adaptd_defer"
 #: by position.
 NO_POSITIONAL: Any = object()
 
+#: Fourth slot of an item from ``Client.emit_built()``: an event an integration built
+#: from its own code, which the worker sends without validating it first (the daemon
+#: still validates every event and dead-letters an invalid one with its reason).
+BUILT: Any = object()
+
+#: Events per ``validate_json`` call. pydantic builds every validated event as Python
+#: objects at once; past a few hundred, the garbage collector's passes over them cost
+#: more than the validation (28 µs per event in batches of 1,000 against 5 in tens).
+VALIDATE_CHUNK = 64
+
 
 def encode(item: tuple[Any, ...], source: str, max_bytes: int) -> bytes:
     """Complete a queued event in place and serialize it as one JSON object.
 
     Args:
-        item: ``(kind, time_ns, fields)`` from ``emit_dict()``, or that plus the guard
-            and ``NAMED_FIELDS`` values (None: not given) from ``emit()``.
+        item: ``(kind, time_ns, fields)`` from ``emit_dict()``, that plus ``BUILT``
+            from ``emit_built()``, or that plus the guard and ``NAMED_FIELDS`` values
+            (None: not given) from ``emit()``.
         source: ``source`` to set unless the event has one.
         max_bytes: Largest serialized event accepted.
 
@@ -77,7 +88,7 @@ def encode(item: tuple[Any, ...], source: str, max_bytes: int) -> bytes:
     """
     kind, t_ns, fields = item[0], item[1], item[2]
     try:
-        if len(item) > 3:
+        if len(item) > 3 and item[3] is not BUILT:
             if item[3] is not NO_POSITIONAL:
                 raise InvalidEvent(f"{kind}: fields must be passed by keyword")
             for name, value in zip(NAMED_FIELDS, item[4:]):
@@ -122,9 +133,9 @@ def validate_batch(kinds: list[str], lines: list[bytes]) -> tuple[list[bytes], l
     """Check serialized events with the daemon's own validator (``wire_list_adapter``).
 
     Validates the JSON the daemon will receive rather than Python objects (a
-    ``uuid_utils.UUID`` or a numpy float is fine once serialized), in one call per batch:
-    cheaper than a call per event, and each error carries its event's index. Unknown
-    fields are ignored here; the daemon keeps them in ``attrs``.
+    ``uuid_utils.UUID`` or a numpy float is fine once serialized), ``VALIDATE_CHUNK``
+    events per call: cheaper than a call per event, and each error carries its event's
+    index. Unknown fields are ignored here; the daemon keeps them in ``attrs``.
 
     Args:
         kinds: Each event's kind (for the reasons), parallel to ``lines``.
@@ -135,14 +146,18 @@ def validate_batch(kinds: list[str], lines: list[bytes]) -> tuple[list[bytes], l
         ``"execution.program: missing"`` or ``"unknown kind 'x'"``. Empty input gives
         two empty lists.
     """
-    if not lines:
-        return [], []
-    try:
-        wire_list_adapter.validate_json(b"[" + b",".join(lines) + b"]")
-        return lines, []
-    except ValidationError as exc:
-        bad: dict[int, list[Any]] = {}
-        for err in exc.errors(include_url=False, include_input=False):
-            bad.setdefault(err["loc"][0], []).append(err)
-    reasons = [_reason(kinds[i], errors) for i, errors in sorted(bad.items())]
-    return [line for i, line in enumerate(lines) if i not in bad], reasons
+    valid: list[bytes] = []
+    reasons: list[str] = []
+    for start in range(0, len(lines), VALIDATE_CHUNK):
+        chunk = lines[start : start + VALIDATE_CHUNK]
+        try:
+            wire_list_adapter.validate_json(b"[" + b",".join(chunk) + b"]")
+            valid.extend(chunk)
+            continue
+        except ValidationError as exc:
+            bad: dict[int, list[Any]] = {}
+            for err in exc.errors(include_url=False, include_input=False):
+                bad.setdefault(err["loc"][0], []).append(err)
+        reasons.extend(_reason(kinds[start + i], errors) for i, errors in sorted(bad.items()))
+        valid.extend(line for i, line in enumerate(chunk) if i not in bad)
+    return valid, reasons

@@ -213,6 +213,37 @@ def test_invalid_events_are_dropped_counted_and_logged_once_per_reason(make_clie
     assert any("unknown kind 'no_such_kind'" in m for m in messages)
 
 
+def test_invalid_events_among_more_than_one_validation_chunk_are_dropped_and_the_rest_keep_their_order(make_client):
+    from adapters.encode import VALIDATE_CHUNK
+
+    ex = InMemoryExporter()
+    client = make_client(exporter=ex, max_batch_size=1000, schedule_delay_ms=60_000)
+    n = 3 * VALIDATE_CHUNK + 5
+    bad = {0, VALIDATE_CHUNK - 1, VALIDATE_CHUNK, 2 * VALIDATE_CHUNK + 3, n - 1}
+    for i in range(n):
+        if i in bad:
+            client.emit("execution", seq=i)  # program missing
+        else:
+            client.emit("execution", program="qa", seq=i)
+    assert client.flush(5)
+    assert seqs(ex) == [i for i in range(n) if i not in bad]
+    assert client.stats()["dropped_invalid"] == len(bad)
+
+
+def test_built_events_skip_the_sdks_validation_and_keep_their_place_among_checked_ones(make_client):
+    ex = InMemoryExporter()
+    client = make_client(exporter=ex)
+    client.emit("execution", program="qa", seq=0)
+    client.emit_built("execution", {"program": "qa", "seq": 1})
+    client.emit("execution", seq=2)  # invalid: dropped by the SDK
+    # An integration's bug is not caught here: the daemon validates and dead-letters it.
+    client.emit_built("execution", {"seq": 3})
+    client.emit("execution", program="qa", seq=4)
+    assert client.flush(5)
+    assert seqs(ex) == [0, 1, 3, 4]
+    assert client.stats()["dropped_invalid"] == 1
+
+
 def test_batches_are_split_to_respect_max_request_bytes(make_client):
     ex = InMemoryExporter()
     client = make_client(exporter=ex, max_request_bytes=1000)
