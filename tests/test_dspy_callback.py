@@ -142,6 +142,77 @@ def test_nested_module_with_a_litellm_model_carries_tokens_and_cost_of_each_call
     assert root["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls), rel=0.01)
 
 
+#: One completion that every signature below can parse: ReAct's step (the tool call),
+#: its extract (reasoning, answer), and a Predict or a ChainOfThought's answer.
+MOCK_ALL_FIELDS = (
+    "[[ ## next_thought ## ]]\nlook it up\n\n[[ ## next_tool_name ## ]]\nlookup\n\n"
+    "[[ ## next_tool_args ## ]]\n{\"city\": \"Paris\"}\n\n[[ ## reasoning ## ]]\nbecause it is\n\n"
+    "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+)
+
+
+def lookup(city: str) -> str:
+    """Return the population of a city."""
+    return f"{city}: 2.1 million"
+
+
+#: program -> (factory, its DummyLM answers, the tree below its root).
+PROGRAMS = {
+    "chain_of_thought": (
+        lambda: dspy.ChainOfThought("question -> answer"),
+        [{"reasoning": "because it is", "answer": "Paris"}],
+        [(1, "execution", "predict", "Predict"), (2, "lm_call", None, "LM")],
+    ),
+    "react_with_a_tool": (
+        lambda: dspy.ReAct("question -> answer", tools=[lookup], max_iters=1),
+        [{"next_thought": "look it up", "next_tool_name": "lookup", "next_tool_args": {"city": "Paris"}},
+         {"reasoning": "because it is", "answer": "Paris"}],
+        [(1, "execution", "react", "Predict"), (2, "lm_call", None, "LM"), (1, "execution", "lookup", "tool"),
+         (1, "execution", "extract", "ChainOfThought"), (2, "execution", "extract.predict", "Predict"),
+         (3, "lm_call", None, "LM")],
+    ),
+    "nested_module": (
+        Pipeline,
+        [{"answer": "Paris"}, {"reasoning": "because it is", "answer": "Paris"}],
+        [(1, "execution", "draft", "Predict"), (2, "lm_call", None, "LM"),
+         (1, "execution", "refine", "ChainOfThought"), (2, "execution", "refine.predict", "Predict"),
+         (3, "lm_call", None, "LM")],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("lm_kind", ["dummy", "litellm_mock"])
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_each_program_becomes_its_exact_tree_with_either_lm_and_priced_calls_match_litellm(
+        client, exporter, name, lm_kind):  # fmt: skip
+    factory, answers, below_root = PROGRAMS[name]
+    if lm_kind == "dummy":
+        lm, model = DummyLM(answers), "dummy"
+    else:
+        lm, model = dspy.LM("openai/gpt-4o-mini", mock_response=MOCK_ALL_FIELDS, cache=False), "openai/gpt-4o-mini"
+    program = factory()
+    pred = run(program, lm, AdaptdCallback(program="p", client=client), question="Capital of France?")
+    assert pred.answer == "Paris"
+    events = sent(client, exporter)
+    root_type = type(program).__name__
+    expected = [(0, "execution", "p", root_type, root_type)] + [
+        (depth, kind, "p", module, model if detail == "LM" else detail) for depth, kind, module, detail in below_root
+    ]
+    assert tree(events) == expected
+    calls = sorted((e for e in events if e["kind"] == "lm_call"), key=lambda e: e["ts"])
+    root = next(e for e in events if e["kind"] == "execution" and e["parent_id"] is None)
+    if lm_kind == "dummy":  # DummyLM reports no usage and no price: unknown, not zero
+        assert all(c.get("cost_usd") is None for c in calls) and root.get("cost_usd") is None
+        return
+    for call, entry in zip(calls, lm.history[-len(calls):], strict=True):
+        assert call["tokens_in"] == entry["response"].usage.prompt_tokens > 0
+        assert call["tokens_out"] == entry["response"].usage.completion_tokens > 0
+        assert call["cost_usd"] == pytest.approx(litellm.completion_cost(completion_response=entry["response"]),
+                                                 rel=0.01)  # fmt: skip
+    assert root["tokens_in"] == sum(c["tokens_in"] for c in calls)
+    assert root["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls), rel=0.01)
+
+
 def test_cost_falls_back_to_the_litellm_price_map_when_the_provider_gave_none(client, exporter):
     class NoCostLM(DummyLM):
         """A DummyLM that reports usage for a priced model but no cost, like some providers."""
