@@ -1,10 +1,10 @@
 """What instrumentation adds to a DSPy program: none vs AdaptdCallback vs OpenInference.
 
-A no-op callback shows what DSPy's own callback dispatch costs (any callback pays it).
-The program is a ``dspy.ChainOfThought("question -> answer")`` on ``DummyLM`` (two module
+A no-op callback shows what DSPy's own callback dispatch costs (any callback pays it),
+with DSPy's dispatch and with adaptd's faster one. The program is a ``dspy.ChainOfThought("question -> answer")`` on ``DummyLM`` (two module
 calls per program call: the ChainOfThought and its Predict, plus one LM call and the
-adapter's format and parse). Each configuration runs in its own fresh process, the
-three alternate round by round, and every process reports the median time per program
+adapter's format and parse). Each configuration runs in its own fresh process, they
+alternate round by round, and every process reports the median time per program
 call over its batches, and the whole run's time per call once the export worker's
 backlog is flushed. Both instrumentations export to a sink that drops everything, so
 the figures are the host-side cost (including the export worker's share of the GIL),
@@ -24,9 +24,10 @@ import sys
 import time
 
 #: none: no instrumentation; noop: a DSPy callback that does nothing (DSPy's own dispatch
-#: cost, which any callback pays); adaptd: AdaptdCallback (with its cached dispatch);
-#: openinference: OpenInference's DSPy instrumentation.
-CONFIGS = ("none", "noop", "adaptd", "openinference")
+#: cost, which any callback pays); noop_fast: the same with adaptd's faster dispatch
+#: installed; adaptd: AdaptdCallback (which installs it); openinference: OpenInference's
+#: DSPy instrumentation.
+CONFIGS = ("none", "noop", "noop_fast", "adaptd", "openinference")
 MODULE_CALLS_PER_PROGRAM_CALL = 2
 
 
@@ -41,10 +42,14 @@ def child(config: str, calls: int, batch: int) -> None:
     lm = DummyLM(answers)
     flush = None
     callbacks = []
-    if config == "noop":
+    if config in ("noop", "noop_fast"):
         from dspy.utils.callback import BaseCallback
 
         callbacks = [BaseCallback()]
+        if config == "noop_fast":
+            from adapters import dspy_dispatch
+
+            assert dspy_dispatch.install()
     elif config == "adaptd":
         from adapters import AdaptdCallback, Client
         from adapters.exporter import ExportResult
