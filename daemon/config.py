@@ -8,6 +8,7 @@ named by ``--config`` or ``ADAPTD_CONFIG``, then the defaults in ``config/adaptd
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -78,6 +79,16 @@ class ProcessorSettings(BaseModel):
     drift_min_executions: int = Field(500, ge=1, description="a drift window extends until it holds this many")
     drift_resolve_windows: int = Field(3, ge=1, description="clean windows before a drift incident resolves")
     drift_reference_windows: int = Field(5, ge=1, description="first windows per program that form the reference")
+    drift_golden_quality: dict[str, list[float]] = Field(
+        {}, description="program -> golden-set scores: quality drift is tested against their mean")
+
+    @field_validator("drift_golden_quality")
+    @classmethod
+    def _drift_golden_quality(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for program, scores in value.items():
+            if len([s for s in scores if math.isfinite(s)]) < 2:
+                raise ValueError(f"drift_golden_quality.{program}: needs at least 2 finite scores")
+        return value
 
     @field_validator("drift_window")
     @classmethod

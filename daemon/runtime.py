@@ -67,7 +67,9 @@ def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouti
         processors.append(DriftProcessor(DriftProcessorConfig(
             window=settings.drift_window, min_executions=settings.drift_min_executions,
             resolve_windows=settings.drift_resolve_windows,
-            detector=DriftConfig(reference_windows=settings.drift_reference_windows))))
+            detector=DriftConfig(reference_windows=settings.drift_reference_windows),
+            golden_quality=tuple((program, tuple(scores))
+                                 for program, scores in sorted(settings.drift_golden_quality.items())))))
     if routing:  # reads outcomes, feedback, signals and admin actions; writes routing tables
         processors.append(RoutingPolicy(list(routing), policy))
     processors.append(AnomalyProcessor())  # derived: detectors over history's closed windows

@@ -11,6 +11,7 @@ is the first 3 windows.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import random
@@ -146,6 +147,19 @@ def test_no_shift_stream_raises_nothing_over_20_drift_windows(log):
     assert metrics["late"] == {"1m": 0} and metrics["scores"] == metrics["executions"] == 24 * PER_WINDOW
 
 
+def test_a_golden_quality_baseline_flags_quality_below_it_from_the_first_window(log):
+    log.append(encode(stream(5, [{}] * 4)))  # production quality ~0.8, steady
+    golden = dataclasses.replace(CONFIG, golden_quality=(("qa", (1.0,) * 95 + (0.0,) * 5),))  # mean 0.95
+    out = signals(rerun(log, [DriftProcessor(golden)]))
+    assert out and out[0]["state"] == "open" and out[0]["metric"] == "quality"
+    assert out[0]["window_end"] == at(60).isoformat()  # before the 3-window reference is formed
+    why = out[0]["explanation"]
+    assert why["feature"] == "quality" and why["details"]["baseline"] == "golden"
+    assert why["details"]["ref_mean"] == pytest.approx(0.95) and why["n_reference"] == 100
+    other = dataclasses.replace(CONFIG, golden_quality=(("another_program", (1.0,) * 100),))
+    assert signals(rerun(log, [DriftProcessor(other)])) == []  # only the program named
+
+
 def test_one_drift_episode_is_one_incident_opened_once_and_resolved_after_3_clean_windows(episode):
     _, out = episode
     assert [s["state"] for s in out] == ["open", "resolved"], [(s["state"], s["metric"]) for s in out]
@@ -251,3 +265,18 @@ def test_requested_columns_are_parsed_on_the_fast_and_the_slow_path():
                          frozenset(wanted))
     assert slow.unreadable == 1 and slow.batch.extra == wanted
     assert parse_records(records).batch.extra == {}  # nothing asked, nothing decoded
+
+
+def test_golden_quality_scores_come_from_the_toml_and_too_few_say_what_to_fix(tmp_path, monkeypatch):
+    from daemon.config import ConfigError, load_settings
+    from daemon.runtime import build_processors
+
+    monkeypatch.delenv("ADAPTD_CONFIG", raising=False)
+    path = tmp_path / "adaptd.toml"
+    path.write_text("[processors]\ndrift_golden_quality = { qa = [1.0, 0.5, 1.0] }\n")
+    settings = load_settings(path)
+    (drift,) = [p for p in build_processors(settings.processors) if isinstance(p, DriftProcessor)]
+    assert drift.cfg.golden_quality == (("qa", (1.0, 0.5, 1.0)),)
+    path.write_text("[processors]\ndrift_golden_quality = { qa = [1.0] }\n")
+    with pytest.raises(ConfigError, match="drift_golden_quality.qa: needs at least 2 finite scores"):
+        load_settings(path)

@@ -91,6 +91,10 @@ class DriftProcessorConfig:
     critical_quality_drop: float = 0.15
     critical_excess: float = 4.0
     detector: DriftConfig = DriftConfig()
+    #: ``(program, golden-set scores)`` pairs: that program's quality is tested against
+    #: the golden scores' mean from its first window on, instead of against its first
+    #: windows (every tenant's program of that name; a rebaseline keeps it).
+    golden_quality: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         parse_size(self.window)
@@ -164,6 +168,7 @@ class DriftProcessor:
         self.cfg = config or DriftProcessorConfig()
         self.name, self.source = name, f"adaptd.{name}"
         self.size = parse_size(self.cfg.window)
+        self._golden = dict(self.cfg.golden_quality)
 
     def config(self) -> dict[str, Any]:
         return {"version": 1, **asdict(self.cfg)}
@@ -290,8 +295,11 @@ class DriftProcessor:
             # Each program gets its own seed: independent samples and permutations per key.
             seed = self.cfg.detector.seed ^ zlib.crc32(f"{key[0]}\x1f{key[1]}".encode())
             start = wm // self.size * self.size
-            state.per_key.append(DriftKey(DriftDetector(replace(self.cfg.detector, seed=seed)), start,
-                                          start + self.size))
+            detector = DriftDetector(replace(self.cfg.detector, seed=seed))
+            golden = self._golden.get(key[1])
+            if golden is not None:
+                detector.pin_quality_baseline(golden)
+            state.per_key.append(DriftKey(detector, start, start + self.size))
             heapq.heappush(state.due, (start + self.size, code))
         return code
 
