@@ -271,8 +271,9 @@ def test_golden_quality_scores_come_from_the_toml_and_too_few_say_what_to_fix(tm
     from daemon.config import ConfigError, load_settings
     from daemon.runtime import build_processors
 
-    monkeypatch.delenv("ADAPTD_CONFIG", raising=False)
     path = tmp_path / "adaptd.toml"
+    # load_settings() points ADAPTD_CONFIG at the file; setenv makes the test undo that.
+    monkeypatch.setenv("ADAPTD_CONFIG", str(path))
     path.write_text("[processors]\ndrift_golden_quality = { qa = [1.0, 0.5, 1.0] }\n")
     settings = load_settings(path)
     (drift,) = [p for p in build_processors(settings.processors) if isinstance(p, DriftProcessor)]

@@ -554,8 +554,9 @@ def test_routing_policy_knobs_come_from_the_toml_and_bad_ones_say_what_to_fix(tm
     from daemon.config import ConfigError, load_settings
     from daemon.runtime import build_processors
 
-    monkeypatch.delenv("ADAPTD_CONFIG", raising=False)
     path = tmp_path / "adaptd.toml"
+    # load_settings() points ADAPTD_CONFIG at the file; setenv makes the test undo that.
+    monkeypatch.setenv("ADAPTD_CONFIG", str(path))
     path.write_text('[[routing]]\nprogram = "qa"\n[[routing.routes]]\nname = "a"\nmodel = "m"\n'
                     "[routing_policy]\nhalf_life_s = 12.5\nprobe_share = 0.2\n"
                     "[routing_policy.breaker]\ncooldown_s = 3\nbackoff = 1\n")
