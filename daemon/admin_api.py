@@ -53,6 +53,22 @@ def _uuid(text: str, what: str) -> uuid.UUID:
         raise HTTPException(422, f"{what} id {text!r} is not a UUID") from None
 
 
+async def _owned_row(store: Store, table: str, key: uuid.UUID, tenant: str, what: str, text: str) -> dict[str, Any]:
+    """The ``table`` row with id ``key`` if it is ``tenant``'s; 404 otherwise (another
+    tenant's row is not revealed)."""
+    row = await run_in_threadpool(store.get, table, key)
+    if row is None or row["tenant"] != tenant:
+        raise HTTPException(404, f"no {what} {text} (it may not be projected yet: retry)")
+    return row
+
+
+async def _refuse_twice(store: Store, sql: str, params: list[Any], already: str) -> None:
+    """409 ``"<already> by <id>"`` when the adaptations query ``sql`` finds an earlier one."""
+    done = await run_in_threadpool(_rows, store, "adaptations", sql, params)
+    if done:
+        raise HTTPException(409, f"{already} by {done[0]['id']}")
+
+
 def adaptations(store: Store, tenant: str, *, program: str | None, actions: list[str] | None,
                 source: str | None, limit: int, details: bool) -> list[dict[str, Any]]:
     """``tenant``'s adaptations newest first (log order breaks ties), each with
@@ -131,15 +147,10 @@ def admin_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
                      body: Note | None = None) -> dict[str, Any]:
         key = _uuid(adaptation_id, "adaptation")
         store = store_of(request)
-        row = await run_in_threadpool(store.get, "adaptations", key)
-        if row is None or row["tenant"] != tenant:
-            raise HTTPException(404, f"no adaptation {adaptation_id} (it may not be projected yet: retry)")
-        done = await run_in_threadpool(_rows, store, "adaptations",
-                                       "SELECT id FROM adaptations WHERE tenant = ? AND source = ?"
-                                       " AND json_extract_string(details, '$.reverts') = ? LIMIT 1",
-                                       [tenant, SOURCE, str(key)])
-        if done:
-            raise HTTPException(409, f"adaptation {adaptation_id} was already reverted by {done[0]['id']}")
+        row = await _owned_row(store, "adaptations", key, tenant, "adaptation", adaptation_id)
+        await _refuse_twice(store, "SELECT id FROM adaptations WHERE tenant = ? AND source = ?"
+                                   " AND json_extract_string(details, '$.reverts') = ? LIMIT 1",
+                            [tenant, SOURCE, str(key)], f"adaptation {adaptation_id} was already reverted")
         routing = programs.get(row["program"] or "")
         if row["action"] in ("pin", "unpin", "canary", "promote", "rollback") and routing is None:
             raise HTTPException(422, f"program {row['program']!r} has no [[routing]] configuration any more:"
@@ -170,15 +181,10 @@ def admin_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
                   body: Note | None = None) -> dict[str, Any]:
         key = _uuid(signal_id, "signal")
         store = store_of(request)
-        signal = await run_in_threadpool(store.get, "signals", key)
-        if signal is None or signal["tenant"] != tenant:
-            raise HTTPException(404, f"no signal {signal_id} (it may not be projected yet: retry)")
-        done = await run_in_threadpool(_rows, store, "adaptations",
-                                       "SELECT id FROM adaptations WHERE tenant = ? AND action = ?"
-                                       " AND json_extract_string(details, '$.signal_id') = ? LIMIT 1",
-                                       [tenant, ACK, str(key)])
-        if done:
-            raise HTTPException(409, f"signal {signal_id} was already acknowledged by {done[0]['id']}")
+        signal = await _owned_row(store, "signals", key, tenant, "signal", signal_id)
+        await _refuse_twice(store, "SELECT id FROM adaptations WHERE tenant = ? AND action = ?"
+                                   " AND json_extract_string(details, '$.signal_id') = ? LIMIT 1",
+                            [tenant, ACK, str(key)], f"signal {signal_id} was already acknowledged")
         reason = f"acknowledged {signal['signal_type']} signal" + (f": {body.reason}" if body and body.reason else "")
         new = event(tenant, ACK, signal["program"], signal["route"], reason, [str(key)],
                     {"signal_id": str(key), "incident_id": signal["incident_id"],
