@@ -2,7 +2,7 @@
 
 Quick start::
 
-    import adapters
+    import adaptd.adapters as adapters
 
     adapters.configure()                      # $ADAPTD_URL / $ADAPTD_TOKEN, or defaults
     adapters.emit("execution", program="qa", duration_ms=12.5)
@@ -24,12 +24,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from adapters.client import DEFAULT_URL, Client
-from adapters.encode import NO_POSITIONAL
-from adapters.exporter import Exporter, ExportResult, HttpExporter, InMemoryExporter
-from adapters.features import features
-from adapters.observe import Observation, current_observation, observe
-from adapters.spill import default_spill_dir
+from adaptd.adapters.client import DEFAULT_URL, Client
+from adaptd.adapters.encode import NO_POSITIONAL
+from adaptd.adapters.exporter import Exporter, ExportResult, HttpExporter, InMemoryExporter
+from adaptd.adapters.features import features
+from adaptd.adapters.observe import Observation, current_observation, observe
+from adaptd.adapters.spill import default_spill_dir
 
 __all__ = [
     "DEFAULT_URL",
@@ -64,13 +64,13 @@ _default_lock = threading.Lock()
 
 #: Integrations imported on first access (they need DSPy or OpenTelemetry).
 _LAZY = {
-    "AdaptdCallback": "adapters.dspy_callback",
-    "execution_id_of": "adapters.dspy_callback",
-    "session": "adapters.dspy_callback",
-    "AdaptdSpanProcessor": "adapters.otel_bridge",
-    "AdaptiveLM": "adapters.adaptive_lm",
-    "AdaptiveModule": "adapters.adaptive_lm",
-    "RoutingTable": "adapters.routing_table",
+    "AdaptdCallback": "adaptd.adapters.dspy_callback",
+    "execution_id_of": "adaptd.adapters.dspy_callback",
+    "session": "adaptd.adapters.dspy_callback",
+    "AdaptdSpanProcessor": "adaptd.adapters.otel_bridge",
+    "AdaptiveLM": "adaptd.adapters.adaptive_lm",
+    "AdaptiveModule": "adaptd.adapters.adaptive_lm",
+    "RoutingTable": "adaptd.adapters.routing_table",
 }
 
 

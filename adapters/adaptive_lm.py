@@ -37,9 +37,9 @@ from typing import Any
 
 import dspy
 
-from adapters.route_breaker import BreakerBoard
-from adapters.route_runner import NoRouteError, RouteRunner, default_retryable
-from adapters.routing_table import RouteEntry, RoutingTable, TablePoller
+from adaptd.adapters.route_breaker import BreakerBoard
+from adaptd.adapters.route_runner import NoRouteError, RouteRunner, default_retryable
+from adaptd.adapters.routing_table import RouteEntry, RoutingTable, TablePoller
 
 try:  # DSPy 3.4 internals; without them routed calls only warn more
     from dspy.clients._deprecation import _adapter_call

@@ -22,10 +22,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
-from adapters.encode import BUILT, NO_POSITIONAL, InvalidEvent, encode, validate_batch
-from adapters.delivery import Delivery
-from adapters.exporter import Backoff, Exporter, HttpExporter
-from adapters.spill import Spill, default_spill_dir
+from adaptd.adapters.encode import BUILT, NO_POSITIONAL, InvalidEvent, encode, validate_batch
+from adaptd.adapters.delivery import Delivery
+from adaptd.adapters.exporter import Backoff, Exporter, HttpExporter
+from adaptd.adapters.spill import Spill, default_spill_dir
 
 log = logging.getLogger("adaptd.sdk")
 

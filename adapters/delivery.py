@@ -20,8 +20,8 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 
-from adapters.exporter import Backoff, Exporter, ExportResult, export_with_retries
-from adapters.spill import Spill
+from adaptd.adapters.exporter import Backoff, Exporter, ExportResult, export_with_retries
+from adaptd.adapters.spill import Spill
 
 log = logging.getLogger("adaptd.sdk")
 

@@ -35,12 +35,12 @@ import uuid_utils
 from dspy.utils.callback import BaseCallback
 from dspy.utils.callback_context import ACTIVE_CALL_ID
 
-import adapters as _sdk
-from adapters import dspy_describe as describe
-from adapters import dspy_dispatch
-from adapters.client import Client
-from adapters.encode import DEFER
-from adapters.route_context import current_root_execution, current_route
+import adaptd.adapters as _sdk
+from adaptd.adapters import dspy_describe as describe
+from adaptd.adapters import dspy_dispatch
+from adaptd.adapters.client import Client
+from adaptd.adapters.encode import DEFER
+from adaptd.adapters.route_context import current_root_execution, current_route
 
 #: Longest ``error_message`` recorded.
 MAX_ERROR_MESSAGE = 2000

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from streams.features import features
+from adaptd.streams.features import features
 
 #: Raw-content hook: ``redact(field_name, value) -> value`` (return a placeholder to hide).
 Redactor = Callable[[str, Any], Any]

@@ -14,7 +14,7 @@ import orjson
 import uuid_utils
 from pydantic import ValidationError
 
-from streams.events import wire_list_adapter
+from adaptd.streams.events import wire_list_adapter
 
 _JSON_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 

@@ -1,5 +1,5 @@
 """Features of values (re-exported from ``streams.features``, shared with the daemon)."""
 
-from streams.features import MAX_KEYS, MAX_SKETCH_ITEMS, describe_args, features, sketch, text_sketch
+from adaptd.streams.features import MAX_KEYS, MAX_SKETCH_ITEMS, describe_args, features, sketch, text_sketch
 
 __all__ = ["MAX_KEYS", "MAX_SKETCH_ITEMS", "describe_args", "features", "sketch", "text_sketch"]

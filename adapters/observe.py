@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 import uuid_utils
 
-import adapters as _sdk  # the package (for get_client) is initialised by the time we call it
-from adapters.client import Client
-from adapters.features import describe_args, features
+import adaptd.adapters as _sdk  # the package (for get_client) is initialised by the time we call it
+from adaptd.adapters.client import Client
+from adaptd.adapters.features import describe_args, features
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -18,10 +18,10 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-import adapters as _sdk
-from adapters.client import Client
-from adapters.encode import DEFER
-from streams.otel_map import is_lm_span, map_span
+import adaptd.adapters as _sdk
+from adaptd.adapters.client import Client
+from adaptd.adapters.encode import DEFER
+from adaptd.streams.otel_map import is_lm_span, map_span
 
 
 def span_dict(span: ReadableSpan) -> dict[str, Any]:

@@ -18,12 +18,12 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from adapters.observe import current_observation
-from adapters.route_breaker import BreakerBoard
-from adapters.route_context import current_root_execution, current_route
-from adapters.routing_table import RouteEntry, RoutingTable, TableError, TablePoller, WeightedChoice
+from adaptd.adapters.observe import current_observation
+from adaptd.adapters.route_breaker import BreakerBoard
+from adaptd.adapters.route_context import current_root_execution, current_route
+from adaptd.adapters.routing_table import RouteEntry, RoutingTable, TableError, TablePoller, WeightedChoice
 
-log = logging.getLogger("adapters.routing")
+log = logging.getLogger("adaptd.sdk.routing")
 T = TypeVar("T")
 
 
@@ -380,7 +380,7 @@ class RouteRunner:
             return
         client = self._client
         if client is None:
-            import adapters  # the package's default client; lazy: adapters imports us lazily
+            import adaptd.adapters as adapters  # the package's default client; lazy: adapters imports us lazily
 
             client = self._client = adapters.get_client()
         entry = t.by_name.get(name)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("adapters.routing")
+log = logging.getLogger("adaptd.sdk.routing")
 
 BREAKER_STATES = frozenset({"closed", "open", "half_open"})
 #: Key of ``fallbacks`` that applies to every route without a chain of its own.

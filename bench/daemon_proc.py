@@ -77,7 +77,7 @@ def daemon(fsync: str = "batch", prefix: str = "adaptd-bench-", timeout: float =
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     env = {**os.environ, "ADAPTD_LOG__FSYNC": fsync, "ADAPTD_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "adaptd.daemon.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
                             cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

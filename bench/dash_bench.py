@@ -76,7 +76,7 @@ def tail_event(n: int) -> dict[str, Any]:
 CHILD = r"""
 import sys, time
 sys.path.insert(0, {repo!r})
-from tui.app import DashApp
+from adaptd.tui.app import DashApp
 
 class Timed(DashApp):
     def on_data_loaded(self, message):
@@ -114,12 +114,12 @@ async def update_times(url: str, updates: int, *, keyed: bool) -> tuple[list[flo
     DataTable mounted on the same screen."""
     from textual.widgets import DataTable
 
-    from tui.app import make_app
-    from tui.client import DaemonClient
-    from tui.keyed_table import KeyedTable
-    from tui.messages import DataLoaded
-    from tui.screens.routes import RoutesScreen
-    from tui.viewmodel import ROUTE_COLUMNS, route_rows
+    from adaptd.tui.app import make_app
+    from adaptd.tui.client import DaemonClient
+    from adaptd.tui.keyed_table import KeyedTable
+    from adaptd.tui.messages import DataLoaded
+    from adaptd.tui.screens.routes import RoutesScreen
+    from adaptd.tui.viewmodel import ROUTE_COLUMNS, route_rows
 
     app = make_app(url, poll_s=3600, clock=lambda: "00:00:00")
     client = DaemonClient(url)

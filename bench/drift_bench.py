@@ -46,8 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streams.features import features as describe  # noqa: E402
-from streams.processors.drift_detector import DriftConfig, DriftDetector, execution_features  # noqa: E402
+from adaptd.streams.features import features as describe  # noqa: E402
+from adaptd.streams.processors.drift_detector import DriftConfig, DriftDetector, execution_features  # noqa: E402
 
 COMMON = "the a my your please help with is it this that for on and to of can you how what why when".split()
 TOPICS = [

@@ -38,12 +38,12 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-from streams.features import features as describe  # noqa: E402
-from streams.log.base import Record  # noqa: E402
-from streams.processors.base import NO_WATERMARK  # noqa: E402
-from streams.processors.drift import DriftProcessor, DriftProcessorConfig  # noqa: E402
-from streams.processors.parse import parse_records  # noqa: E402
-from streams.processors.windows import US, watermarks  # noqa: E402
+from adaptd.streams.features import features as describe  # noqa: E402
+from adaptd.streams.log.base import Record  # noqa: E402
+from adaptd.streams.processors.base import NO_WATERMARK  # noqa: E402
+from adaptd.streams.processors.drift import DriftProcessor, DriftProcessorConfig  # noqa: E402
+from adaptd.streams.processors.parse import parse_records  # noqa: E402
+from adaptd.streams.processors.windows import US, watermarks  # noqa: E402
 
 WORDS = ("refund invoice charge billing payment shipping delivery package tracking parcel password login "
          "account email reset error crash bug install update the a my please help with is it for").split()

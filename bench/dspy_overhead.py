@@ -47,12 +47,12 @@ def child(config: str, calls: int, batch: int) -> None:
 
         callbacks = [BaseCallback()]
         if config == "noop_fast":
-            from adapters import dspy_dispatch
+            from adaptd.adapters import dspy_dispatch
 
             assert dspy_dispatch.install()
     elif config == "adaptd":
-        from adapters import AdaptdCallback, Client
-        from adapters.exporter import ExportResult
+        from adaptd.adapters import AdaptdCallback, Client
+        from adaptd.adapters.exporter import ExportResult
 
         class Sink:
             def export(self, events) -> ExportResult:

@@ -38,9 +38,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streams.processors.base import EXECUTION, FEEDBACK, LM_CALL, NO_WATERMARK, Cat, EventBatch  # noqa: E402
-from streams.processors.history import HistoryProcessor  # noqa: E402
-from streams.processors.windows import watermarks  # noqa: E402
+from adaptd.streams.processors.base import EXECUTION, FEEDBACK, LM_CALL, NO_WATERMARK, Cat, EventBatch  # noqa: E402
+from adaptd.streams.processors.history import HistoryProcessor  # noqa: E402
+from adaptd.streams.processors.windows import watermarks  # noqa: E402
 
 T0_US = 1_795_000_000_000_000  # 2026-11-18
 LATENESS_US = 5_000_000
@@ -131,9 +131,9 @@ def parse_rate(n: int, batch: int) -> float:
     """Records/s of ``parse_records`` (the runtime's step before the processor) on canonical records."""
     import orjson
 
-    from streams.events import new_id
-    from streams.log.base import Record
-    from streams.processors.parse import parse_records
+    from adaptd.streams.events import new_id
+    from adaptd.streams.log.base import Record
+    from adaptd.streams.processors.parse import parse_records
 
     rng = np.random.default_rng(3)
     values = []

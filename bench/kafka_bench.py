@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from kafka_broker import MockCluster, WorkerProcess  # noqa: E402
 
-from streams.log import open_log  # noqa: E402
+from adaptd.streams.log import open_log  # noqa: E402
 
 
 def make_events(n: int, programs: int) -> list[bytes]:

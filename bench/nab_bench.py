@@ -55,7 +55,7 @@ def in_process_cost(data: str) -> tuple[float, float]:
 
     sys.path.insert(0, ROOT)
     from bench.nab_detector import parse_time, read_rows
-    from streams.processors.detectors import Detector
+    from adaptd.streams.processors.detectors import Detector
 
     series = []
     for dirpath, _, names in sorted(os.walk(os.path.join(data, "data"))):

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from streams.processors.detectors import Detector  # noqa: E402
+from adaptd.streams.processors.detectors import Detector  # noqa: E402
 
 
 def parse_time(text: str) -> float:

@@ -146,13 +146,13 @@ def make_bodies(requests: int, spans: int, seed: int = 7, content: bool = True) 
 def stages(bodies: list[bytes]) -> dict[str, object]:
     """Per-span CPU cost (µs, process time: robust to other processes on the machine) of
     each step of ``POST /v1/traces``'s work, in this process; map also without features."""
-    from daemon import otlp
-    from daemon.ingest import Limits, prepare
-    from streams.otel_map import map_spans
+    from adaptd.daemon import otlp
+    from adaptd.daemon.ingest import Limits, prepare
+    from adaptd.streams.otel_map import map_spans
 
     limits = Limits(max_batch_events=10**6)
     received = dt.datetime.now(dt.timezone.utc)
-    import streams.otel_map as otel_map
+    import adaptd.streams.otel_map as otel_map
 
     totals = {"decode": 0.0, "map": 0.0, "prepare": 0.0}
     spans = events = 0

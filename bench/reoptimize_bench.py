@@ -43,8 +43,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.daemon_proc import daemon  # noqa: E402
-from adapters.demo import toy  # noqa: E402
-from streams.events import new_id  # noqa: E402
+from adaptd.adapters.demo import toy  # noqa: E402
+from adaptd.streams.events import new_id  # noqa: E402
 
 WINDOW_S, PER_WINDOW = 10, 60
 CONFIG = f"""

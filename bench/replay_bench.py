@@ -30,10 +30,10 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemon.replay import replay  # noqa: E402
-from daemon.store import Store  # noqa: E402
-from streams.events import DEFAULTS, new_id  # noqa: E402
-from streams.log.file import FileLog  # noqa: E402
+from adaptd.daemon.replay import replay  # noqa: E402
+from adaptd.daemon.store import Store  # noqa: E402
+from adaptd.streams.events import DEFAULTS, new_id  # noqa: E402
+from adaptd.streams.log.file import FileLog  # noqa: E402
 
 
 _V7_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)

@@ -49,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dspy  # noqa: E402
 from litellm import Router  # noqa: E402
 
-from adapters import Client  # noqa: E402
-from adapters.adaptive_lm import AdaptiveLM  # noqa: E402
-from adapters.exporter import ExportResult  # noqa: E402
+from adaptd.adapters import Client  # noqa: E402
+from adaptd.adapters.adaptive_lm import AdaptiveLM  # noqa: E402
+from adaptd.adapters.exporter import ExportResult  # noqa: E402
 
 WEIGHTS = {"fast": 0.6, "good": 0.3, "cheap": 0.1}
 

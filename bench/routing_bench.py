@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 from bench.daemon_proc import free_port  # noqa: E402
-from adapters.demo.mock_provider import MockServer  # noqa: E402
+from adaptd.adapters.demo.mock_provider import MockServer  # noqa: E402
 from bench.routing_workload import AttemptRecorder, ReportingLM, RouterLM, run_workload, summarise  # noqa: E402
-from adapters.demo.scenarios import SCENARIOS, Scenario, grade, make_tasks  # noqa: E402
+from adaptd.adapters.demo.scenarios import SCENARIOS, Scenario, grade, make_tasks  # noqa: E402
 
 PROGRAM = "bench"
 TIMEOUT_S = 6.0  # per provider request, the same for every router
@@ -129,13 +129,13 @@ class Daemon:
         env = {**os.environ, "ADAPTD_LOG_LEVEL": "warning"}
         env.pop("ADAPTD_CONFIG", None)
         self.log = open(self.dir / "daemon.log", "wb")  # noqa: SIM115 - closed in __exit__
-        self.proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "up", "--config", str(self.dir / "adaptd.toml"),
+        self.proc = subprocess.Popen([sys.executable, "-m", "adaptd.daemon.cli", "up", "--config", str(self.dir / "adaptd.toml"),
                                       "--data-dir", str(self.dir / "data"), "--port", str(self.port)],
                                      cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"daemon exited: {(self.dir / 'daemon.log').read_text()[-2000:]}")
+                raise SystemExit(f"daemon exited: {(self.dir / 'adaptd.daemon.log').read_text()[-2000:]}")
             try:
                 if httpx.get(f"{self.url}/v1/routing/{PROGRAM}", timeout=2).status_code == 200:
                     return self
@@ -173,8 +173,8 @@ def run_one(name: str, seed: int, *, scale: float, threads: int, interval_s: flo
     bench emits. The adaptd routes use DSPy's LiteLLM engine, the same HTTP stack as
     LiteLLM's Router, which also keeps the mock's cost header for the ``lm_call`` events.
     """
-    import adapters
-    from adapters.adaptive_lm import AdaptiveLM
+    import adaptd.adapters as adapters
+    from adaptd.adapters.adaptive_lm import AdaptiveLM
 
     scenario = SCENARIOS[name].scaled(scale)
     tasks = make_tasks(500, seed)

@@ -18,8 +18,8 @@ import statistics
 import time
 import uuid
 
-from daemon.adaptation.config import ProgramRouting, RouteConfig
-from daemon.adaptation.policy import PolicyConfig, RoutingPolicy
+from adaptd.daemon.adaptation.config import ProgramRouting, RouteConfig
+from adaptd.daemon.adaptation.policy import PolicyConfig, RoutingPolicy
 
 US = 1_000_000
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import dspy
 
-from adapters.demo.scenarios import Scenario, Task, grade
+from adaptd.adapters.demo.scenarios import Scenario, Task, grade
 
 # --------------------------------------------------------------------------- LMs
 
@@ -60,7 +60,7 @@ class ReportingLM(dspy.LM):
         self.route, self.program, self.client = route, program, client
 
     def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
-        from adapters.observe import current_observation
+        from adaptd.adapters.observe import current_observation
 
         obs = current_observation()
         t0 = time.perf_counter()

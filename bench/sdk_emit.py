@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 
-import adapters  # noqa: E402
-from adapters import Client, ExportResult  # noqa: E402
+import adaptd.adapters as adapters  # noqa: E402
+from adaptd.adapters import Client, ExportResult  # noqa: E402
 
 WARMUP_ROUNDS = 10
 

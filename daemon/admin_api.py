@@ -22,13 +22,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from .adaptation.config import ProgramRouting
-from .adaptation.table import default_table
-from .config import Settings
-from .admin_events import SOURCE, admin_event, append_admin_event
-from .ingest import Limits
-from .revert import Inverse, NotRevertible, inverse
-from .store import Store
+from adaptd.daemon.adaptation.config import ProgramRouting
+from adaptd.daemon.adaptation.table import default_table
+from adaptd.daemon.config import Settings
+from adaptd.daemon.admin_events import SOURCE, admin_event, append_admin_event
+from adaptd.daemon.ingest import Limits
+from adaptd.daemon.revert import Inverse, NotRevertible, inverse
+from adaptd.daemon.store import Store
 
 ACK = "signal_ack"
 

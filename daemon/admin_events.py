@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from streams.events import new_id
-from streams.log import LogClosed, LogError
+from adaptd.streams.events import new_id
+from adaptd.streams.log import LogClosed, LogError
 
-from .ingest import Limits, prepare
+from adaptd.daemon.ingest import Limits, prepare
 
 #: The ``source`` of every adaptation event an admin endpoint appends.
 SOURCE = "adaptd.api"

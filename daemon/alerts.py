@@ -34,8 +34,8 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streams.log.base import LogError, StreamLog
-from streams.processors.base import to_us
+from adaptd.streams.log.base import LogError, StreamLog
+from adaptd.streams.processors.base import to_us
 
 logger = logging.getLogger("adaptd.alerts")
 

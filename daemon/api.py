@@ -17,17 +17,17 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from streams.events import KINDS, SCHEMA_VERSION, json_schema
-from streams.log import LogClosed, LogError
+from adaptd.streams.events import KINDS, SCHEMA_VERSION, json_schema
+from adaptd.streams.log import LogClosed, LogError
 
-from . import __version__
-from .config import Settings
-from .ingest import IngestError, Limits, decompress, parse_items, prepare
-from . import otlp
-from .admin_api import admin_router
-from .routing_api import routing_router
-from .optimize.api import optimization_router
-from .runtime import Runtime
+from adaptd.daemon import __version__
+from adaptd.daemon.config import Settings
+from adaptd.daemon.ingest import IngestError, Limits, decompress, parse_items, prepare
+from adaptd.daemon import otlp
+from adaptd.daemon.admin_api import admin_router
+from adaptd.daemon.routing_api import routing_router
+from adaptd.daemon.optimize.api import optimization_router
+from adaptd.daemon.runtime import Runtime
 
 
 class ORJSONResponse(JSONResponse):

@@ -15,9 +15,9 @@ from typing import Any, NoReturn
 import click
 import orjson
 
-from streams.log.base import LogError
+from adaptd.streams.log.base import LogError
 
-from .config import ConfigError, load_settings
+from adaptd.daemon.config import ConfigError, load_settings
 
 DEFAULT_URL = "http://127.0.0.1:7710"
 
@@ -82,7 +82,7 @@ def main() -> None:
 @click.option("--log", "log_url", help="Stream log: 'file' (embedded) or kafka://HOST:PORT.")
 def up(config: Path | None, data_dir: Path | None, host: str | None, port: int | None, log_url: str | None) -> None:
     """Start the daemon in the foreground (Ctrl+C / SIGTERM stops it gracefully)."""
-    from .server import serve
+    from adaptd.daemon.server import serve
 
     try:
         settings = load_settings(config, data_dir=data_dir, host=host, port=port)
@@ -134,11 +134,11 @@ def replay(data_dir: Path, into: Path, overwrite: bool, config: Path | None, no_
     log holds a derived event the re-run does not reproduce.  Events only the re-run
     produces ("missing") are reported, not an error: the log may predate the processors.
     """
-    from streams.log.file import FileLog
+    from adaptd.streams.log.file import FileLog
 
-    from .replay import check_derived
-    from .replay import replay as run_replay
-    from .runtime import build_processors, runtime_options
+    from adaptd.daemon.replay import check_derived
+    from adaptd.daemon.replay import replay as run_replay
+    from adaptd.daemon.runtime import build_processors, runtime_options
 
     log_dir = data_dir / "log"
     if not log_dir.is_dir():
@@ -186,7 +186,7 @@ def _plain(obj: Any) -> Any:
 @click.option("-f", "--field", "fields", multiple=True, metavar="KEY=VALUE", help="Extra field (VALUE parsed as JSON if it can be).")
 def emit(url: str, token: str | None, payload: str | None, kind: str, program: str | None, fields: tuple[str, ...]) -> None:
     """Send one event from the shell; id and ts are filled in when missing."""
-    from streams.events import new_id, utcnow
+    from adaptd.streams.events import new_id, utcnow
 
     if payload is not None:
         text = sys.stdin.read() if payload == "-" else payload
@@ -304,22 +304,22 @@ def _history_table(rows: list[dict[str, Any]]) -> str:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of events, for emitters in other languages."""
-    from streams.events import json_schema
+    from adaptd.streams.events import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 
 
-from tui.cli import dash  # noqa: E402  (the dashboard command lives with the dashboard)
+from adaptd.tui.cli import dash  # noqa: E402  (the dashboard command lives with the dashboard)
 
 main.add_command(dash)
 
-from .optimize.cli import optimize, trainset  # noqa: E402  (optimizer commands live with the feature)
+from adaptd.daemon.optimize.cli import optimize, trainset  # noqa: E402  (optimizer commands live with the feature)
 
 main.add_command(optimize)
 main.add_command(trainset)
 
 
-from .worker import worker  # noqa: E402  (after main: the Faust worker command)
+from adaptd.daemon.worker import worker  # noqa: E402  (after main: the Faust worker command)
 
 main.add_command(worker)
 
@@ -333,7 +333,7 @@ def demo(headless: bool, duration: float, workdir: Path | None, seed: int) -> No
     """Show the whole loop: a daemon in a temporary directory, a mock provider, three DSPy
     programs and a scripted outage, slowdown, input drift and quality regression."""
     # The demo is a client of the daemon (it uses the SDK), so it runs as its own program.
-    args = [sys.executable, "-m", "adapters.demo", "--duration", str(duration), "--seed", str(seed)]
+    args = [sys.executable, "-m", "adaptd.adapters.demo", "--duration", str(duration), "--seed", str(seed)]
     if headless:
         args.append("--headless")
     if workdir is not None:

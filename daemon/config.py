@@ -17,10 +17,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .adaptation.config import ProgramRouting
-from .adaptation.policy_state import PolicyConfig
-from .alerts import AlertSettings
-from .optimize.settings import OptimizeProgram
+from adaptd.daemon.adaptation.config import ProgramRouting
+from adaptd.daemon.adaptation.policy_state import PolicyConfig
+from adaptd.daemon.alerts import AlertSettings
+from adaptd.daemon.optimize.settings import OptimizeProgram
 
 
 class ConfigError(Exception):
@@ -93,7 +93,7 @@ class ProcessorSettings(BaseModel):
     @field_validator("drift_window")
     @classmethod
     def _drift_window(cls, value: str) -> str:
-        from streams.processors.windows import parse_size
+        from adaptd.streams.processors.windows import parse_size
 
         parse_size(value)
         return value
@@ -101,7 +101,7 @@ class ProcessorSettings(BaseModel):
     @field_validator("history_windows")
     @classmethod
     def _windows_nest(cls, value: list[str]) -> list[str]:
-        from streams.processors.windows import check_nested, parse_size
+        from adaptd.streams.processors.windows import check_nested, parse_size
 
         check_nested([parse_size(w) for w in value])
         return value

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from streams.events import DEFAULTS, DeadLetter, fold_unknown, new_id, wire_list_adapter
+from adaptd.streams.events import DEFAULTS, DeadLetter, fold_unknown, new_id, wire_list_adapter
 
 #: Longest payload excerpt kept in a dead letter.
 DEAD_LETTER_PAYLOAD_CHARS = 4096

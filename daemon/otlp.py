@@ -28,9 +28,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from streams.otel_map import map_spans
+from adaptd.streams.otel_map import map_spans
 
-from .ingest import IngestError, Limits, Prepared, dead_letter, prepare
+from adaptd.daemon.ingest import IngestError, Limits, Prepared, dead_letter, prepare
 
 PROTOBUF = "protobuf"
 JSON = "json"

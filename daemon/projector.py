@@ -25,13 +25,13 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from streams.events import DEFAULTS, KINDS, DeadLetter
-from streams.log.base import LogError, Record, StreamLog
+from adaptd.streams.events import DEFAULTS, KINDS, DeadLetter
+from adaptd.streams.log.base import LogError, Record, StreamLog
 
-from .migrations import DEAD_LETTER_KIND, EVENT_TABLES
+from adaptd.daemon.migrations import DEAD_LETTER_KIND, EVENT_TABLES
 
 if TYPE_CHECKING:  # store imports this module; at run time only its instances are needed
-    from .store import Store
+    from adaptd.daemon.store import Store
 
 logger = logging.getLogger("adaptd.projector")
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from streams.log.base import Record, StreamLog
-from streams.processors.runtime import rerun
+from adaptd.streams.log.base import Record, StreamLog
+from adaptd.streams.processors.runtime import rerun
 
-from .migrations import PROJECTED_TABLES
-from .projector import project_safely
-from .store import Store
+from adaptd.daemon.migrations import PROJECTED_TABLES
+from adaptd.daemon.projector import project_safely
+from adaptd.daemon.store import Store
 
 #: Columns that order each table's rows when reporting differences.
 _KEYS = {"projector_state": '"partition"'}

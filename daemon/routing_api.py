@@ -15,11 +15,11 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from .adaptation.config import ProgramRouting
-from .adaptation.table import default_table
-from .config import Settings
-from .admin_events import admin_event, append_admin_event
-from .ingest import Limits
+from adaptd.daemon.adaptation.config import ProgramRouting
+from adaptd.daemon.adaptation.table import default_table
+from adaptd.daemon.config import Settings
+from adaptd.daemon.admin_events import admin_event, append_admin_event
+from adaptd.daemon.ingest import Limits
 
 #: Longest a long-poll (``?wait=``) holds the request.
 MAX_WAIT_S = 30.0

@@ -14,22 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.log import StreamLog, open_log
-from streams.processors.anomaly import AnomalyProcessor
-from streams.processors.drift import DriftProcessor, DriftProcessorConfig
-from streams.processors.drift_detector import DriftConfig
-from streams.processors.error_burst import ErrorBurstProcessor
-from streams.processors.history import HistoryProcessor
-from streams.processors.runtime import ProcessorRuntime
+from adaptd.streams.log import StreamLog, open_log
+from adaptd.streams.processors.anomaly import AnomalyProcessor
+from adaptd.streams.processors.drift import DriftProcessor, DriftProcessorConfig
+from adaptd.streams.processors.drift_detector import DriftConfig
+from adaptd.streams.processors.error_burst import ErrorBurstProcessor
+from adaptd.streams.processors.history import HistoryProcessor
+from adaptd.streams.processors.runtime import ProcessorRuntime
 
-from .adaptation.config import ProgramRouting
-from .adaptation.policy import RoutingPolicy
-from .adaptation.policy_state import PolicyConfig
-from .alerts import AlertDispatcher
-from .config import ConfigError, ProcessorSettings, Settings
-from .optimize.service import start_optimize
-from .projector import Projector
-from .store import Store
+from adaptd.daemon.adaptation.config import ProgramRouting
+from adaptd.daemon.adaptation.policy import RoutingPolicy
+from adaptd.daemon.adaptation.policy_state import PolicyConfig
+from adaptd.daemon.alerts import AlertDispatcher
+from adaptd.daemon.config import ConfigError, ProcessorSettings, Settings
+from adaptd.daemon.optimize.service import start_optimize
+from adaptd.daemon.projector import Projector
+from adaptd.daemon.store import Store
 
 logger = logging.getLogger("adaptd.runtime")
 

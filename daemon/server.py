@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from .api import create_app
-from .config import ConfigError, Settings
-from .runtime import Runtime
+from adaptd.daemon.api import create_app
+from adaptd.daemon.config import ConfigError, Settings
+from adaptd.daemon.runtime import Runtime
 
 
 def check_bind(settings: Settings) -> None:

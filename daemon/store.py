@@ -23,10 +23,10 @@ from typing import Any
 import duckdb
 import orjson
 
-from streams.log.base import Record
+from adaptd.streams.log.base import Record
 
-from .migrations import DEAD_LETTER_KIND as _DEAD, EVENT_TABLES, migrate
-from .projector import ProjectionPlan, ProjectResult, dead_letter_rows, stage_batch
+from adaptd.daemon.migrations import DEAD_LETTER_KIND as _DEAD, EVENT_TABLES, migrate
+from adaptd.daemon.projector import ProjectionPlan, ProjectResult, dead_letter_rows, stage_batch
 
 MAX_LIMIT = 1000
 #: Batches projected carefully (ON CONFLICT) after one held an already stored id.

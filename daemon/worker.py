@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from streams.log.base import LogError
+from adaptd.streams.log.base import LogError
 
-from .config import ConfigError, load_settings
+from adaptd.daemon.config import ConfigError, load_settings
 
 logger = logging.getLogger("adaptd.worker")
 
@@ -27,8 +27,8 @@ def events_partitions(servers: str, namespace: str, timeout: float) -> int:
     Raises:
         LogError: the cluster did not answer or the topic is missing.
     """
-    from streams.log.kafka import KafkaLog
-    from streams.topics import events_topic
+    from adaptd.streams.log.kafka import KafkaLog
+    from adaptd.streams.topics import events_topic
 
     log = KafkaLog(servers, events_topic(namespace), timeout=timeout)
     try:
@@ -60,12 +60,12 @@ def worker(log_url: str | None, config: Path | None, data_dir: Path | None, comm
     """Run the processors as a faust-streaming worker on Kafka (until SIGTERM / Ctrl+C)."""
     import faust
 
-    from streams.faust_app import ProcessorApp, WorkerOptions
-    from streams.log.kafka import parse_kafka_url
-    from streams.topics import DEFAULT_NAMESPACE, events_topic
+    from adaptd.streams.faust_app import ProcessorApp, WorkerOptions
+    from adaptd.streams.log.kafka import parse_kafka_url
+    from adaptd.streams.topics import DEFAULT_NAMESPACE, events_topic
 
-    from .cli import fail
-    from .runtime import build_processors, runtime_options
+    from adaptd.daemon.cli import fail
+    from adaptd.daemon.runtime import build_processors, runtime_options
 
     try:
         settings = load_settings(config)
@@ -85,7 +85,7 @@ def worker(log_url: str | None, config: Path | None, data_dir: Path | None, comm
                             declare_topics=not mock_cluster, replication_factor=replication_factor,
                             **{k: v for k, v in runtime_options(ps).items()})  # type: ignore[arg-type]
     if mock_cluster:
-        from streams.faust_mock import tolerate_mock_cluster_sync
+        from adaptd.streams.faust_mock import tolerate_mock_cluster_sync
 
         tolerate_mock_cluster_sync()
     workdir = data_dir or Path(settings.data_dir) / f"worker-{os.getpid()}"

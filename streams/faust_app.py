@@ -40,12 +40,12 @@ from typing import Any
 import faust
 import orjson
 
-from streams.log.base import Record
-from streams.log.kafka_reader import PartitionReader
+from adaptd.streams.log.base import Record
+from adaptd.streams.log.kafka_reader import PartitionReader
 
-from .faust_tuning import shorten_fetch_wait
-from .partition_fold import PartitionFold, next_run
-from .topics import DEFAULT_NAMESPACE, derived_topic, events_topic, key_of_event
+from adaptd.streams.faust_tuning import shorten_fetch_wait
+from adaptd.streams.partition_fold import PartitionFold, next_run
+from adaptd.streams.topics import DEFAULT_NAMESPACE, derived_topic, events_topic, key_of_event
 
 logger = logging.getLogger("adaptd.faust")
 

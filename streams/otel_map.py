@@ -46,8 +46,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import MAX_NAME_LEN, MAX_TEXT_LEN
-from .features import features
+from adaptd.streams.events import MAX_NAME_LEN, MAX_TEXT_LEN
+from adaptd.streams.features import features
 
 #: Namespace of the ids derived from spans. Never change it: stable ids are what make a
 #: re-sent span land on the rows it already has.

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.log.base import Record
+from adaptd.streams.log.base import Record
 
-from .processors.base import NO_WATERMARK
-from .processors.pipeline import Pipeline
+from adaptd.streams.processors.base import NO_WATERMARK
+from adaptd.streams.processors.pipeline import Pipeline
 
 logger = logging.getLogger("adaptd.partition_fold")
 

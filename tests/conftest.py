@@ -55,7 +55,7 @@ class DaemonProcess:
     def start(self, timeout: float = 30.0) -> "DaemonProcess":
         """Start (on the same port as before, if any) and wait until ``/v1/health`` answers."""
         self.port = self.port or free_port()
-        args = [sys.executable, "-m", "daemon.cli", "up", "--data-dir", str(self.data_dir),
+        args = [sys.executable, "-m", "adaptd.daemon.cli", "up", "--data-dir", str(self.data_dir),
                 "--port", str(self.port)]
         if self.config is not None:
             args += ["--config", str(self.config)]
@@ -120,5 +120,5 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``adaptd ARGS`` as a subprocess and capture its output."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], cwd=REPO, env=full_env,
+    return subprocess.run([sys.executable, "-m", "adaptd.daemon.cli", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, input=input, timeout=timeout)

@@ -44,7 +44,7 @@ def optimize_config(root: Path) -> str:
     """``CONFIG`` plus ``summarize`` registered for optimization: the offline toy task of
     ``adapters.demo.toy`` with example files written under ``root``, BootstrapFewShot
     always (fast, deterministic) and no automatic runs (only the dashboard starts one)."""
-    from adapters.demo import toy
+    from adaptd.adapters.demo import toy
 
     files = {}
     for name, seed, n in (("train", 1, 8), ("dev", 2, 12)):

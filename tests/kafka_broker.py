@@ -57,7 +57,7 @@ class WorkerProcess:
                  batch: int = 2000) -> None:
         self.url, self.workdir = url, workdir
         self.log_path = workdir.parent / f"{workdir.name}.log"
-        self.args = [sys.executable, "-m", "daemon.cli", "worker", "--log", url, "--data-dir", str(workdir),
+        self.args = [sys.executable, "-m", "adaptd.daemon.cli", "worker", "--log", url, "--data-dir", str(workdir),
                      "--session-timeout", str(session_timeout), "--commit-interval", str(commit_interval),
                      "--batch", str(batch), "--mock-cluster"]
         self.proc: subprocess.Popen[bytes] | None = None

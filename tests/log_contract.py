@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.log import LogClosed, LogError, Record, StreamLog
+from adaptd.streams.log import LogClosed, LogError, Record, StreamLog
 
 TIMEOUT = 10.0
 

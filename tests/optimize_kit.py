@@ -13,8 +13,8 @@ import httpx
 import orjson
 
 from conftest import wait_until
-from adapters.demo import toy
-from streams.events import new_id
+from adaptd.adapters.demo import toy
+from adaptd.streams.events import new_id
 
 TOY = {"factory": "adapters.demo.toy:make_program", "metric": "adapters.demo.toy:exact_match",
        "lm": "adapters.demo.toy:make_lm"}

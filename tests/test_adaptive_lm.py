@@ -24,10 +24,10 @@ from typing import Any
 import dspy
 import pytest
 
-from adapters import Client, InMemoryExporter
-from adapters.adaptive_lm import AdaptiveLM, AdaptiveModule, NoRouteError
-from adapters.route_breaker import RouteBreaker
-from adapters.routing_table import RoutingTable, TableError, WeightedChoice
+from adaptd.adapters import Client, InMemoryExporter
+from adaptd.adapters.adaptive_lm import AdaptiveLM, AdaptiveModule, NoRouteError
+from adaptd.adapters.route_breaker import RouteBreaker
+from adaptd.adapters.routing_table import RoutingTable, TableError, WeightedChoice
 from conftest import wait_until
 
 ANSWER = "[[ ## answer ## ]]\n{}\n\n[[ ## completed ## ]]"
@@ -409,7 +409,7 @@ def test_adaptive_module_fails_over_from_a_failing_variant_to_its_fallback(clien
 def test_route_decisions_name_the_execution_the_programs_feedback_lands_on(client, exporter):
     """Under AdaptdCallback, a routed call's decision carries the outermost execution: the
     one ``execution_id_of(prediction)`` gives for feedback, so quality joins the route."""
-    from adapters import AdaptdCallback, execution_id_of
+    from adaptd.adapters import AdaptdCallback, execution_id_of
 
     am = AdaptiveModule("qa", variants(), table=table(5, {"predict": 0.0, "cot": 1.0}), client=client,
                         refresh=False)  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import DaemonProcess, wait_until
 from dash_workload import CONFIG as ROUTING, TOKENS
-from streams.events import new_id
+from adaptd.streams.events import new_id
 
 ADMIN, VIEWER = "t-admin", "t-viewer"
 CONFIG = TOKENS + ROUTING

@@ -19,9 +19,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from daemon.alerts import AlertDispatcher, AlertSettings, FileDelivery, FileSink
-from streams.events import Signal
-from streams.log.file import FileLog
+from adaptd.daemon.alerts import AlertDispatcher, AlertSettings, FileDelivery, FileSink
+from adaptd.streams.events import Signal
+from adaptd.streams.log.file import FileLog
 
 try:
     from conftest import free_port, wait_until

@@ -16,14 +16,14 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.events import Signal, parse_event
-from streams.log.file import FileLog
-from streams.processors.anomaly import AnomalyConfig, AnomalyProcessor
-from streams.processors.base import EventBatch, iso_us, to_us
-from streams.processors.error_burst import ErrorBurstProcessor
-from streams.processors.history import HistoryProcessor
-from streams.processors.runtime import ProcessorRuntime, rerun
-from streams.processors.windows import US, watermarks
+from adaptd.streams.events import Signal, parse_event
+from adaptd.streams.log.file import FileLog
+from adaptd.streams.processors.anomaly import AnomalyConfig, AnomalyProcessor
+from adaptd.streams.processors.base import EventBatch, iso_us, to_us
+from adaptd.streams.processors.error_burst import ErrorBurstProcessor
+from adaptd.streams.processors.history import HistoryProcessor
+from adaptd.streams.processors.runtime import ProcessorRuntime, rerun
+from adaptd.streams.processors.windows import US, watermarks
 
 BASE = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.timezone.utc)
 BASE_US = to_us(BASE)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from conftest import DaemonProcess, wait_until
-from streams.events import new_id
+from adaptd.streams.events import new_id
 
 TOKEN_A = "token-acme-0123456789"
 TOKEN_B = "token-globex-0123456789"

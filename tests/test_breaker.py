@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from daemon.adaptation.breaker import (
+from adaptd.daemon.adaptation.breaker import (
     CLOSED, HALF_OPEN, OPEN, US, Breaker, BreakerConfig, due_us, record, tick,
 )
 

@@ -61,7 +61,7 @@ def test_schema_prints_the_event_json_schema() -> None:
 
 def test_emit_status_tail_and_replay_against_a_real_daemon(daemon_factory, tmp_path: Path) -> None:
     daemon = daemon_factory().start()
-    tail = subprocess.Popen([sys.executable, "-m", "daemon.cli", "tail", "--url", daemon.url, "--from-offset", "0",
+    tail = subprocess.Popen([sys.executable, "-m", "adaptd.daemon.cli", "tail", "--url", daemon.url, "--from-offset", "0",
                              "-n", "2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = run_cli("emit", "--url", daemon.url, "--program", "qa", "-f", "duration_ms=12.5", "-f", "route=r1")
     second = run_cli("emit", "--url", daemon.url, "--json", "-", input=json.dumps(
@@ -83,7 +83,7 @@ def test_emit_status_tail_and_replay_against_a_real_daemon(daemon_factory, tmp_p
     copy = tmp_path / "copy.duckdb"
     replayed = run_cli("replay", "--data-dir", str(daemon.data_dir), "--into", str(copy))
     assert replayed.returncode == 0, replayed.stderr
-    from daemon.replay import tables_equal
+    from adaptd.daemon.replay import tables_equal
 
     assert tables_equal(daemon.data_dir / "adaptd.duckdb", copy) == []
     _one_line_error(run_cli("replay", "--data-dir", str(daemon.data_dir), "--into", str(copy)), "exists")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-from tui.client import Backoff, SSEParser
-from tui.keyed_table import Plan, plan_update
-from tui.viewmodel import (
+from adaptd.tui.client import Backoff, SSEParser
+from adaptd.tui.keyed_table import Plan, plan_update
+from adaptd.tui.viewmodel import (
     DashData, TailFilter, acked_signals, adaptation_rows, explain, merge_sketches, metric_vs_cost, open_incidents,
     optimizer_jobs, overview, points, route_history, route_rows, signal_rows, sketch_quantile, tail_line,
 )
@@ -155,7 +155,7 @@ def test_explain_puts_the_reason_first_and_skips_long_structures() -> None:
 
 
 def test_route_rows_cache_recomputes_only_routes_whose_window_changed() -> None:
-    from tui.viewmodel import RouteRows
+    from adaptd.tui.viewmodel import RouteRows
 
     ws = [window(T2, "qa", "p", 10, 0, [100.0] * 10), window(T2, "sum", "x", 5, 0, [10.0] * 5)]
     cached = RouteRows()

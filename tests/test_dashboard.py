@@ -15,14 +15,14 @@ from textual.command import CommandList, CommandPalette
 
 from conftest import DaemonProcess, run_cli, wait_until
 from dash_workload import CONFIG, TOKENS, optimize_config, optimizer_runs, workload
-from streams.events import new_id
-from tui.app import DashApp, make_app
-from tui.client import Backoff
-from tui.help import HelpScreen
-from tui.keyed_table import KeyedTable
-from tui.screens import AdaptationsScreen, OptimizerScreen, OverviewScreen, RoutesScreen, SignalsScreen, TailScreen
-from tui.viewmodel import open_incidents
-from tui.widgets import ConfirmScreen, ConnectionBanner
+from adaptd.streams.events import new_id
+from adaptd.tui.app import DashApp, make_app
+from adaptd.tui.client import Backoff
+from adaptd.tui.help import HelpScreen
+from adaptd.tui.keyed_table import KeyedTable
+from adaptd.tui.screens import AdaptationsScreen, OptimizerScreen, OverviewScreen, RoutesScreen, SignalsScreen, TailScreen
+from adaptd.tui.viewmodel import open_incidents
+from adaptd.tui.widgets import ConfirmScreen, ConnectionBanner
 
 SIZE = (160, 45)
 pytestmark = pytest.mark.anyio

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from dash_server import RecordedDaemon, load
-from tui.app import DashApp, make_app
-from tui.client import Backoff
+from adaptd.tui.app import DashApp, make_app
+from adaptd.tui.client import Backoff
 
 SIZE = (150, 40)
 

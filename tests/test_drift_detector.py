@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from streams.features import features as describe
-from streams.processors.drift_detector import OTHER, DriftConfig, DriftDetector, execution_features
+from adaptd.streams.features import features as describe
+from adaptd.streams.processors.drift_detector import OTHER, DriftConfig, DriftDetector, execution_features
 
 WINDOW = 200
 CONFIG = DriftConfig(reference_windows=3, seed=7)

@@ -21,14 +21,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.events import parse_event
-from streams.features import features as describe
-from streams.log.base import Record
-from streams.log.file import FileLog
-from streams.processors.drift import DriftProcessor, DriftProcessorConfig
-from streams.processors.drift_detector import DriftConfig
-from streams.processors.parse import parse_records
-from streams.processors.runtime import ProcessorRuntime, rerun
+from adaptd.streams.events import parse_event
+from adaptd.streams.features import features as describe
+from adaptd.streams.log.base import Record
+from adaptd.streams.log.file import FileLog
+from adaptd.streams.processors.drift import DriftProcessor, DriftProcessorConfig
+from adaptd.streams.processors.drift_detector import DriftConfig
+from adaptd.streams.processors.parse import parse_records
+from adaptd.streams.processors.runtime import ProcessorRuntime, rerun
 
 PER_WINDOW = 240
 T0 = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
@@ -268,8 +268,8 @@ def test_requested_columns_are_parsed_on_the_fast_and_the_slow_path():
 
 
 def test_golden_quality_scores_come_from_the_toml_and_too_few_say_what_to_fix(tmp_path, monkeypatch):
-    from daemon.config import ConfigError, load_settings
-    from daemon.runtime import build_processors
+    from adaptd.daemon.config import ConfigError, load_settings
+    from adaptd.daemon.runtime import build_processors
 
     path = tmp_path / "adaptd.toml"
     # load_settings() points ADAPTD_CONFIG at the file; setenv makes the test undo that.

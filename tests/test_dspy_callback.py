@@ -17,7 +17,7 @@ from dspy.utils import DummyLM
 
 from dspy_programs import Pipeline
 
-from adapters import AdaptdCallback, Client, InMemoryExporter, execution_id_of, session
+from adaptd.adapters import AdaptdCallback, Client, InMemoryExporter, execution_id_of, session
 
 MOCK_ANSWER = "[[ ## reasoning ## ]]\nbecause it is\n\n[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
 
@@ -327,7 +327,7 @@ def test_compile_is_recorded_as_one_execution_above_the_runs_it_makes(client, ex
 
 
 def test_cached_dispatch_calls_the_same_handlers_as_dspys_own(client, exporter):
-    from adapters import dspy_dispatch
+    from adaptd.adapters import dspy_dispatch
 
     def trees() -> list:
         def lookup(city: str) -> str:

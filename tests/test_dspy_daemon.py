@@ -19,7 +19,7 @@ from dspy.utils import DummyLM
 
 from dspy_programs import Pipeline
 
-from adapters import AdaptdCallback, Client
+from adaptd.adapters import AdaptdCallback, Client
 from conftest import free_port, wait_until
 
 CALLS = 200

@@ -10,7 +10,7 @@ import pytest
 from dspy.utils.callback import BaseCallback
 from dspy.utils.dummies import DummyLM
 
-from adapters import dspy_dispatch
+from adaptd.adapters import dspy_dispatch
 
 
 def f_plain(self, a, b=2, *, c, d=4): ...

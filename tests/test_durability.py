@@ -11,7 +11,7 @@ import duckdb
 import httpx
 
 from conftest import DaemonProcess
-from streams.events import new_id
+from adaptd.streams.events import new_id
 
 TARGET_EVENTS = 50_000
 KILLS = 5

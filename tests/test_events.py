@@ -8,7 +8,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from streams.events import (
+from adaptd.streams.events import (
     DEFAULTS, KINDS, Execution, Signal, derived_id, fold_unknown, json_schema, new_id, parse_event,
     wire_list_adapter,
 )

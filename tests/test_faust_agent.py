@@ -12,9 +12,9 @@ import pytest
 
 from faust.types import TP
 
-from streams.faust_app import ProcessorApp, WorkerOptions
-from streams.log.base import Record
-from streams.processors.history import HistoryProcessor
+from adaptd.streams.faust_app import ProcessorApp, WorkerOptions
+from adaptd.streams.log.base import Record
+from adaptd.streams.processors.history import HistoryProcessor
 
 BASE = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc)
 #: The log's append time of the records (after all their event times: no future bound).

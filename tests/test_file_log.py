@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from log_contract import TIMEOUT, LogContract
 
-from streams.log import LogClosed, LogError, StreamLog, open_log
-from streams.log import framing
-from streams.log.file import FileLog
-from streams.log.segment import Segment
+from adaptd.streams.log import LogClosed, LogError, StreamLog, open_log
+from adaptd.streams.log import framing
+from adaptd.streams.log.file import FileLog
+from adaptd.streams.log.segment import Segment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -417,7 +417,7 @@ CHILD = """
 import sys
 from collections import deque
 from pathlib import Path
-from streams.log.file import FileLog
+from adaptd.streams.log.file import FileLog
 
 log = FileLog(Path(sys.argv[1]), segment_bytes=64 * 1024)
 in_flight = deque()

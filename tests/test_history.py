@@ -17,11 +17,11 @@ import httpx
 import numpy as np
 import pytest
 
-from streams.events import PerfWindow, derived_id, new_id, parse_event
-from streams.processors.base import NO_WATERMARK, EventBatch, to_us
-from streams.processors.history import HISTORY_NS, HistoryProcessor
-from streams.processors.sketch import ALPHA, SparseCounts, buckets, quantiles
-from streams.processors.windows import watermarks
+from adaptd.streams.events import PerfWindow, derived_id, new_id, parse_event
+from adaptd.streams.processors.base import NO_WATERMARK, EventBatch, to_us
+from adaptd.streams.processors.history import HISTORY_NS, HistoryProcessor
+from adaptd.streams.processors.sketch import ALPHA, SparseCounts, buckets, quantiles
+from adaptd.streams.processors.windows import watermarks
 
 try:
     from conftest import run_cli, wait_until

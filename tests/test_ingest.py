@@ -8,8 +8,8 @@ import gzip
 import orjson
 import pytest
 
-from daemon.ingest import IngestError, Limits, decompress, parse_items, prepare
-from streams.events import new_id
+from adaptd.daemon.ingest import IngestError, Limits, decompress, parse_items, prepare
+from adaptd.streams.events import new_id
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -11,8 +11,8 @@ import orjson
 from kafka_broker import kafka_bootstrap  # noqa: F401
 
 from conftest import run_cli, wait_until
-from streams.events import new_id
-from streams.log.kafka import KafkaLog
+from adaptd.streams.events import new_id
+from adaptd.streams.log.kafka import KafkaLog
 
 
 def executions(n: int, program: str, start: dt.datetime) -> list[dict]:

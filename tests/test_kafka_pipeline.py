@@ -22,7 +22,7 @@ import pytest
 from kafka_broker import WorkerProcess, kafka_bootstrap  # noqa: F401
 
 from conftest import DaemonProcess, wait_until
-from streams.log.kafka import KafkaLog
+from adaptd.streams.log.kafka import KafkaLog
 
 PROGRAMS = ("checkout", "qa", "triage")
 WINDOWS = ("10s", "1m", "1h")

@@ -12,8 +12,8 @@ import dspy
 import httpx
 import pytest
 
-from adapters.demo.mock_provider import MockProvider, MockServer, decide, main, output_fields, render_reply
-from adapters.demo.scenarios import (
+from adaptd.adapters.demo.mock_provider import MockProvider, MockServer, decide, main, output_fields, render_reply
+from adaptd.adapters.demo.scenarios import (
     SCENARIOS,
     Behaviour,
     Phase,

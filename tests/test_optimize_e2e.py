@@ -11,9 +11,9 @@ import dspy
 import httpx
 
 from conftest import wait_until
-from adapters.demo import toy
+from adaptd.adapters.demo import toy
 from optimize_kit import live_request, post, production, timeline, write_config
-from streams.events import new_id
+from adaptd.streams.events import new_id
 
 WINDOW_S, PER_WINDOW = 10, 60
 

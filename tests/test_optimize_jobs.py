@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import DaemonProcess, run_cli, wait_until
-from adapters.demo import toy
+from adaptd.adapters.demo import toy
 from optimize_kit import FINAL, example_file, post, production, wait_job, write_config
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.optimize.recommend import RecommendError, Situation, recommend, spec_of
+from adaptd.daemon.optimize.recommend import RecommendError, Situation, recommend, spec_of
 
 BUDGET = {"budget_usd": 1.0, "budget_lm_calls": 2000}
 

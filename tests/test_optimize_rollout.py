@@ -9,10 +9,10 @@ import random
 import httpx
 
 from conftest import wait_until
-from daemon.optimize.records import SOURCE
-from daemon.optimize.rollout import canary_verdict, fold, gate, is_quality_drift, reoptimize_decision
+from adaptd.daemon.optimize.records import SOURCE
+from adaptd.daemon.optimize.rollout import canary_verdict, fold, gate, is_quality_drift, reoptimize_decision
 from optimize_kit import example_file, live_request, post, timeline, wait_job, write_config
-from streams.events import new_id
+from adaptd.streams.events import new_id
 
 
 def _ev(action: str, route: str | None, offset: int, source: str = SOURCE, **details) -> dict:

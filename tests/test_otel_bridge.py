@@ -10,9 +10,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
-from adapters import AdaptdSpanProcessor, Client, InMemoryExporter
+from adaptd.adapters import AdaptdSpanProcessor, Client, InMemoryExporter
 from conftest import wait_until
-from streams.otel_map import execution_id
+from adaptd.streams.otel_map import execution_id
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.events import derived_id, parse_event
-from streams.features import features
-from streams.otel_map import (
+from adaptd.streams.events import derived_id, parse_event
+from adaptd.streams.features import features
+from adaptd.streams.otel_map import (
     MAX_ATTR_CHARS,
     MAX_ATTRS,
     MAX_CONTENT_CHARS,

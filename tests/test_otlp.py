@@ -20,7 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from conftest import DaemonProcess, wait_until
-from streams.otel_map import execution_id, lm_call_id
+from adaptd.streams.otel_map import execution_id, lm_call_id
 
 TOKEN_A = "token-acme-otlp-0123456789"
 TOKEN_B = "token-globex-otlp-0123456789"
@@ -398,7 +398,7 @@ def test_the_same_program_captured_by_otlp_and_by_the_callback_lands_as_equivale
     adapter and the inner predictor call), the executions they describe do not."""
     import dspy
 
-    from adapters import AdaptdCallback, Client
+    from adaptd.adapters import AdaptdCallback, Client
 
     def run_program(callbacks: list) -> None:
         lm = dspy.utils.DummyLM([{"reasoning": "r", "answer": "Paris"}, {"reasoning": "r", "answer": "Rome"}])

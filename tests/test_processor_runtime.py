@@ -17,13 +17,13 @@ import httpx
 import orjson
 import pytest
 
-from daemon.projector import Projector
-from daemon.replay import check_derived, replay, tables_equal
-from daemon.store import Store
-from streams.events import derived_id, parse_event
-from streams.log.file import FileLog
-from streams.processors.history import HistoryProcessor
-from streams.processors.runtime import ProcessorRuntime, rerun
+from adaptd.daemon.projector import Projector
+from adaptd.daemon.replay import check_derived, replay, tables_equal
+from adaptd.daemon.store import Store
+from adaptd.streams.events import derived_id, parse_event
+from adaptd.streams.log.file import FileLog
+from adaptd.streams.processors.history import HistoryProcessor
+from adaptd.streams.processors.runtime import ProcessorRuntime, rerun
 
 try:
     from conftest import run_cli, wait_until

@@ -9,10 +9,10 @@ import duckdb
 import orjson
 import pytest
 
-from daemon.projector import Projector
-from daemon.replay import replay, tables_equal
-from daemon.store import Store
-from streams.events import KINDS, new_id
+from adaptd.daemon.projector import Projector
+from adaptd.daemon.replay import replay, tables_equal
+from adaptd.daemon.store import Store
+from adaptd.streams.events import KINDS, new_id
 
 try:
     from test_store import MemoryLog, event
@@ -107,7 +107,7 @@ def test_tables_equal_reports_each_difference(tmp_path: Path) -> None:
 
 
 def test_replay_from_the_file_log(tmp_path: Path) -> None:
-    file_log = pytest.importorskip("streams.log.file")
+    file_log = pytest.importorskip("adaptd.streams.log.file")
     values = _messy_stream(500, seed=3)
     log = file_log.FileLog(tmp_path / "log")
     try:

@@ -10,8 +10,8 @@ import httpx
 import orjson
 
 from conftest import run_cli, wait_until
-from daemon.replay import tables_equal
-from streams.events import new_id
+from adaptd.daemon.replay import tables_equal
+from adaptd.streams.events import new_id
 
 CONFIG = """
 [[routing]]
@@ -87,7 +87,7 @@ def test_adaptive_lm_moves_off_a_failing_route_through_the_daemon(daemon_factory
     client picks up the new table and stops choosing that route."""
     import dspy
 
-    from adapters import AdaptdCallback, AdaptiveLM, Client
+    from adaptd.adapters import AdaptdCallback, AdaptiveLM, Client
 
     config = tmp_path / "adaptd.toml"
     config.write_text(CONFIG)

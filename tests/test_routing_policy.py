@@ -16,12 +16,12 @@ from collections.abc import Callable
 import pytest
 from pydantic import ValidationError
 
-from daemon.adaptation.breaker import BreakerConfig
-from daemon.adaptation.config import ProgramRouting, RouteConfig
-from daemon.adaptation.policy import PolicyConfig, RoutingPolicy, breaker_states, current_tables
-from daemon.adaptation.table import default_table
-from streams.events import parse_event
-from streams.processors.base import EventBatch, iso_us, to_us
+from adaptd.daemon.adaptation.breaker import BreakerConfig
+from adaptd.daemon.adaptation.config import ProgramRouting, RouteConfig
+from adaptd.daemon.adaptation.policy import PolicyConfig, RoutingPolicy, breaker_states, current_tables
+from adaptd.daemon.adaptation.table import default_table
+from adaptd.streams.events import parse_event
+from adaptd.streams.processors.base import EventBatch, iso_us, to_us
 
 US = 1_000_000
 CFG = PolicyConfig(half_life_s=30, breaker=BreakerConfig(cooldown_s=5, max_cooldown_s=10))
@@ -282,7 +282,7 @@ def test_a_slowdown_that_starves_the_program_of_outcomes_still_moves_the_table_a
 
 
 def test_steady_latency_jitter_restarts_the_latency_model_less_than_once_in_10000_calls():
-    from daemon.adaptation.posteriors import RouteStats
+    from adaptd.daemon.adaptation.posteriors import RouteStats
 
     restarts = 0
     for seed in range(4):
@@ -297,7 +297,7 @@ def test_steady_latency_jitter_restarts_the_latency_model_less_than_once_in_1000
 def test_a_route_at_the_exploration_floor_still_notices_its_latency_recovering():
     """One call every 5 s decays to a weight of ~9 samples (half-life 30 s): the change
     test must count the calls it has seen since the last restart, not that weight."""
-    from daemon.adaptation.posteriors import RouteStats
+    from adaptd.daemon.adaptation.posteriors import RouteStats
 
     rng, stats, t = random.Random(3), RouteStats(), 0.0
 
@@ -320,7 +320,7 @@ def test_a_route_at_the_exploration_floor_still_notices_its_latency_recovering()
 
 
 def test_failed_calls_teach_the_success_rate_not_the_latency():
-    from daemon.adaptation.posteriors import RouteStats
+    from adaptd.daemon.adaptation.posteriors import RouteStats
 
     stats = RouteStats()
     for ok, ms in [(True, 100.0), (False, 6000.0), (True, 100.0), (False, 2.0)]:
@@ -551,8 +551,8 @@ def test_tenants_have_separate_tables_and_feedback_cannot_cross_tenants():
 
 
 def test_routing_policy_knobs_come_from_the_toml_and_bad_ones_say_what_to_fix(tmp_path, monkeypatch) -> None:
-    from daemon.config import ConfigError, load_settings
-    from daemon.runtime import build_processors
+    from adaptd.daemon.config import ConfigError, load_settings
+    from adaptd.daemon.runtime import build_processors
 
     path = tmp_path / "adaptd.toml"
     # load_settings() points ADAPTD_CONFIG at the file; setenv makes the test undo that.

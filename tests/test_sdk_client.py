@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-import adapters
-from adapters import Client, ExportResult, InMemoryExporter
+import adaptd.adapters as adapters
+from adaptd.adapters import Client, ExportResult, InMemoryExporter
 from conftest import wait_until
 
 
@@ -214,7 +214,7 @@ def test_invalid_events_are_dropped_counted_and_logged_once_per_reason(make_clie
 
 
 def test_invalid_events_among_more_than_one_validation_chunk_are_dropped_and_the_rest_keep_their_order(make_client):
-    from adapters.encode import VALIDATE_CHUNK
+    from adaptd.adapters.encode import VALIDATE_CHUNK
 
     ex = InMemoryExporter()
     client = make_client(exporter=ex, max_batch_size=1000, schedule_delay_ms=60_000)
@@ -449,7 +449,7 @@ def test_values_are_validated_as_the_json_the_daemon_receives(make_client):
 def test_emit_names_exactly_the_fields_the_worker_unpacks():
     import inspect
 
-    from adapters.encode import NAMED_FIELDS
+    from adaptd.adapters.encode import NAMED_FIELDS
 
     params = list(inspect.signature(Client.emit).parameters.values())
     named = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"]
@@ -474,13 +474,13 @@ def test_fields_passed_by_position_are_dropped_as_invalid(make_client):
      (408, "transient"), (429, "transient"), (500, "transient"), (503, "transient")],
 )  # fmt: skip
 def test_http_statuses_are_classified_per_the_ingest_contract(status, outcome):
-    from adapters.exporter import classify_status
+    from adaptd.adapters.exporter import classify_status
 
     assert classify_status(status, b"", 3, None).outcome == outcome
 
 
 def test_acks_and_retry_after_are_parsed_defensively():
-    from adapters.exporter import classify_status, parse_ack
+    from adaptd.adapters.exporter import classify_status, parse_ack
 
     ack = parse_ack(b'{"accepted": 2, "rejected": [{"index": 1, "reason": "bad"}, {"index": 9}]}', 3)
     assert (ack.accepted, ack.rejected) == (2, ((1, "bad"),))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import httpx
 
-from adapters import Client
+from adaptd.adapters import Client
 from conftest import DaemonProcess, free_port, wait_until
-from streams.events import new_id
+from adaptd.streams.events import new_id
 
 
 def _stored_ids(url: str, program: str) -> list[str]:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters import Client, InMemoryExporter, current_observation, features, observe
-from adapters.features import text_sketch
+from adaptd.adapters import Client, InMemoryExporter, current_observation, features, observe
+from adaptd.adapters.features import text_sketch
 
 QUESTION = "What is the capital of France? Answer briefly."
 
@@ -179,7 +179,7 @@ def test_async_context_manager(sink):
 
 def test_bare_decorator_uses_the_function_name_as_program(sink, monkeypatch):
     client, ex = sink
-    import adapters
+    import adaptd.adapters as adapters
 
     monkeypatch.setattr(adapters, "_default", client)
 

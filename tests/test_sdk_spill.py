@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters import Client, InMemoryExporter
-from adapters.spill import Spill, default_spill_dir
+from adaptd.adapters import Client, InMemoryExporter
+from adaptd.adapters.spill import Spill, default_spill_dir
 from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_a_spill_left_by_a_previous_process_is_resent_with_its_ids(tmp_path):
     script = textwrap.dedent(
         f"""
         import socket, uuid_utils
-        from adapters import Client
+        from adaptd.adapters import Client
         s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
         c = Client(url=f"http://127.0.0.1:{{port}}", spill_dir={str(tmp_path)!r}, max_retries=0)
         for i in range(20):

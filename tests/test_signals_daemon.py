@@ -12,8 +12,8 @@ import httpx
 import orjson
 
 from conftest import run_cli, wait_until
-from daemon.replay import tables_equal
-from streams.events import new_id
+from adaptd.daemon.replay import tables_equal
+from adaptd.streams.events import new_id
 
 RATE = 20  # requests per second of event time
 

@@ -19,11 +19,11 @@ import duckdb
 import orjson
 import pytest
 
-from daemon.migrations import EVENT_TABLES, LATEST_VERSION, MigrationError, migrate
-from daemon.projector import Projector
-from daemon.store import Store
-from streams.events import KINDS, DeadLetter, new_id
-from streams.log.base import LogStats, Record, StreamLog
+from adaptd.daemon.migrations import EVENT_TABLES, LATEST_VERSION, MigrationError, migrate
+from adaptd.daemon.projector import Projector
+from adaptd.daemon.store import Store
+from adaptd.streams.events import KINDS, DeadLetter, new_id
+from adaptd.streams.log.base import LogStats, Record, StreamLog
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.timezone.utc)
@@ -391,8 +391,8 @@ def test_reads_run_while_the_projector_writes(tmp_path: Path) -> None:
 
 _CHILD = """
 import sys, uuid, orjson
-from daemon.store import Store
-from streams.log.base import Record
+from adaptd.daemon.store import Store
+from adaptd.streams.log.base import Record
 NS = uuid.UUID(int=7)
 store = Store(sys.argv[1])
 while True:

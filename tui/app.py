@@ -25,14 +25,14 @@ from textual.app import App, ScreenStackError, UnknownModeError
 from textual.binding import Binding
 from textual.screen import Screen
 
-from .client import ActionRefused, Backoff, DaemonClient, DaemonDown
-from .commands import DashCommands
-from .messages import ActionFinished, ActionResult, DaemonUnreachable, DataLoaded, StreamEvent
-from .screens import SCREENS
-from .screens.base import DashScreen
-from .screens.tail import TailScreen
-from .viewmodel import DashData, tail_line
-from .widgets import ConfirmScreen
+from adaptd.tui.client import ActionRefused, Backoff, DaemonClient, DaemonDown
+from adaptd.tui.commands import DashCommands
+from adaptd.tui.messages import ActionFinished, ActionResult, DaemonUnreachable, DataLoaded, StreamEvent
+from adaptd.tui.screens import SCREENS
+from adaptd.tui.screens.base import DashScreen
+from adaptd.tui.screens.tail import TailScreen
+from adaptd.tui.viewmodel import DashData, tail_line
+from adaptd.tui.widgets import ConfirmScreen
 
 #: Events the live tail keeps (oldest dropped first).
 TAIL_LINES = 2000
@@ -223,7 +223,7 @@ class DashApp(App):
         self._wake.set()
 
     def action_help(self) -> None:
-        from .help import HelpScreen  # Markdown is ~60 ms of imports: only when asked for
+        from adaptd.tui.help import HelpScreen  # Markdown is ~60 ms of imports: only when asked for
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())

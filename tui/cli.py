@@ -30,7 +30,7 @@ def dash(url: str, token: str | None, poll_s: float) -> None:
         click.echo(f"adaptd: error: --url {url!r} must start with http:// or https://", err=True)
         sys.exit(2)
     try:
-        from .app import make_app
+        from adaptd.tui.app import make_app
     except ImportError as exc:  # textual is an optional dependency
         click.echo(f"adaptd: error: the dashboard needs the tui extra ({exc.name} missing):"
                    " pip install 'adaptd[tui]'", err=True)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .viewmodel import DashData
+from adaptd.tui.viewmodel import DashData
 
 #: Items fetched per list endpoint on each refresh.
 LIST_LIMIT = 1000

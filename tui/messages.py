@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-from .viewmodel import DashData
+from adaptd.tui.viewmodel import DashData
 
 
 class DataLoaded(Message):

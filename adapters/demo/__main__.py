@@ -18,8 +18,8 @@ import warnings
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of the price map
 
-from . import narrator, story  # noqa: E402
-from .world import World  # noqa: E402
+from adaptd.adapters.demo import narrator, story  # noqa: E402
+from adaptd.adapters.demo.world import World  # noqa: E402
 
 #: After the scripted duration, how long the headless run waits for late verdicts.
 GRACE_S = 30.0
@@ -80,7 +80,7 @@ def _headless(world: World, episodes: list[story.Episode], duration_s: float) ->
 
 def _dashboard(world: World) -> int:
     """Run ``adaptd dash`` on the demo's daemon in this terminal until it is closed."""
-    cmd = [sys.executable, "-m", "daemon.cli", "dash", "--url", world.daemon.url]
+    cmd = [sys.executable, "-m", "adaptd.daemon.cli", "dash", "--url", world.daemon.url]
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:

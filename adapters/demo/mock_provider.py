@@ -43,7 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from statistics import NormalDist
 from typing import Any
 
-from .scenarios import SCENARIOS, Behaviour, Scenario, solve, wrong_answer
+from adaptd.adapters.demo.scenarios import SCENARIOS, Behaviour, Scenario, solve, wrong_answer
 
 _NORMAL = NormalDist()
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]")
@@ -464,7 +464,7 @@ def selfbench(n: int, threads: int = 8) -> dict[str, float]:
     keep-alive httpx clients; returns requests/s and client-seen p50/p99 in ms."""
     import httpx  # only needed here; the server itself is stdlib-only
 
-    from .scenarios import Phase, make_tasks
+    from adaptd.adapters.demo.scenarios import Phase, make_tasks
 
     instant = Behaviour(latency_ms=0, latency_sigma=0, quality=1.0)
     tasks = make_tasks(n, seed=0)

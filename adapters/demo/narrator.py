@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .story import Episode
+from adaptd.adapters.demo.story import Episode
 
 #: Drifted-feature name fragments that mean "the inputs changed" (not latency or quality).
 INPUT_FEATURES = ("question", "input")

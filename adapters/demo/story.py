@@ -22,8 +22,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from . import toy
-from .scenarios import ALT, FAST, STRONG, Behaviour, Phase, Scenario
+from adaptd.adapters.demo import toy
+from adaptd.adapters.demo.scenarios import ALT, FAST, STRONG, Behaviour, Phase, Scenario
 
 DOWN = dict(rate_500=0.5, rate_503=0.3, rate_reset=0.2)
 SUP_FAST = Behaviour(latency_ms=180, latency_sigma=0.2, quality=0.95, price_in_per_1k=0.0005, price_out_per_1k=0.0015)

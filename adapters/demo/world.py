@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import story, toy
-from .mock_provider import MockServer
-from .scenarios import grade, solve
+from adaptd.adapters.demo import story, toy
+from adaptd.adapters.demo.mock_provider import MockServer
+from adaptd.adapters.demo.scenarios import grade, solve
 
 START_TIMEOUT_S = 90.0
 
@@ -90,7 +90,7 @@ class Daemon:
         env.pop("ADAPTD_CONFIG", None)
         self.log = open(self.dir / "daemon.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "up", "--config", str(self.dir / "adaptd.toml"),
+            [sys.executable, "-m", "adaptd.daemon.cli", "up", "--config", str(self.dir / "adaptd.toml"),
              "--data-dir", str(self.dir / "data"), "--port", str(self.port)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -156,7 +156,7 @@ class Workload:
     """The three programs' traffic, following the story's clock (``t0``: its start)."""
 
     def __init__(self, url: str, mock: MockServer, duration_s: float, t0: float, seed: int = 0) -> None:
-        import adapters
+        import adaptd.adapters as adapters
 
         self.url, self.mock, self.duration_s, self.t0, self.seed = url, mock, duration_s, t0, seed
         self.client = adapters.Client(url=url, spill_dir=False, schedule_delay_ms=100)
@@ -177,7 +177,7 @@ class Workload:
     def start(self) -> Workload:
         import dspy
 
-        from adapters import AdaptdCallback, AdaptiveLM, AdaptiveModule
+        from adaptd.adapters import AdaptdCallback, AdaptiveLM, AdaptiveModule
 
         options = dict(client=self.client, url=self.url, poll_wait_s=5, poll_min_interval_s=0.2, max_attempts=3,
                        cooldown_s=5)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ProgramRouting
-from .posteriors import RouteStats
+from adaptd.daemon.adaptation.config import ProgramRouting
+from adaptd.daemon.adaptation.posteriors import RouteStats
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .posteriors import RouteStats
+from adaptd.daemon.adaptation.posteriors import RouteStats
 
 
 def delivered_draws(s: RouteStats, rng: np.random.Generator, samples: int, with_quality: bool) -> np.ndarray:

@@ -57,16 +57,16 @@ from typing import Any
 
 import numpy as np
 
-from streams.events import SCHEMA_VERSION, derived_id
-from streams.processors.base import EventBatch, SOURCE_KINDS, iso_us, to_us
+from adaptd.streams.events import SCHEMA_VERSION, derived_id
+from adaptd.streams.processors.base import EventBatch, SOURCE_KINDS, iso_us, to_us
 
-from . import breaker as brk
-from . import canary
-from .bandit import prob_best
-from .config import ProgramRouting
-from .policy_state import PolicyConfig, PolicyState, ProgramState
-from .posteriors import US, RouteStats
-from .table import table, weights
+from adaptd.daemon.adaptation import breaker as brk
+from adaptd.daemon.adaptation import canary
+from adaptd.daemon.adaptation.bandit import prob_best
+from adaptd.daemon.adaptation.config import ProgramRouting
+from adaptd.daemon.adaptation.policy_state import PolicyConfig, PolicyState, ProgramState
+from adaptd.daemon.adaptation.posteriors import US, RouteStats
+from adaptd.daemon.adaptation.table import table, weights
 
 POLICY_NS = uuid.UUID("5a1f3e77-2c9b-4d61-8e0a-7b3c9d4f2e18")
 #: Admin actions the policy obeys (``adaptation`` events from the admin API).

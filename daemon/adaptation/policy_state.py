@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import breaker as brk
-from .posteriors import RouteStats
+from adaptd.daemon.adaptation import breaker as brk
+from adaptd.daemon.adaptation.posteriors import RouteStats
 
 
 @dataclass(frozen=True)

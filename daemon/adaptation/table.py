@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .breaker import CLOSED, HALF_OPEN, OPEN
+from adaptd.daemon.adaptation.breaker import CLOSED, HALF_OPEN, OPEN
 
 
 def round_shares(weights: dict[str, float]) -> dict[str, float]:

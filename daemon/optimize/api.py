@@ -13,10 +13,10 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from . import queries
-from .harvest import harvest
-from .jobs import JobError, slug
-from .recommend import RecommendError, Situation, missing_packages, recommend
+from adaptd.daemon.optimize import queries
+from adaptd.daemon.optimize.harvest import harvest
+from adaptd.daemon.optimize.jobs import JobError, slug
+from adaptd.daemon.optimize.recommend import RecommendError, Situation, missing_packages, recommend
 
 
 class RecommendBody(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any
 
 import dspy
 
-from .budget import Budget
+from adaptd.daemon.optimize.budget import Budget
 
 
 class BudgetLM(dspy.BaseLM):

@@ -20,13 +20,13 @@ token_option = click.option("--token", default=lambda: os.environ.get("ADAPTD_TO
 
 
 def fail(message: str) -> NoReturn:
-    from ..cli import fail as base_fail
+    from adaptd.daemon.cli import fail as base_fail
 
     base_fail(message)
 
 
 def _request(url: str, token: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    from ..cli import _request as base_request
+    from adaptd.daemon.cli import _request as base_request
 
     return base_request(url, token, method, path, **kwargs)
 
@@ -125,7 +125,7 @@ def export(url: str, token: str | None, program: str, output: Path | None, thres
     """Write PROGRAM's harvested examples (feedback above the threshold, deduplicated) as JSONL."""
     import httpx
 
-    from ..cli import _client, _detail
+    from adaptd.daemon.cli import _client, _detail
 
     params: dict[str, Any] = {"limit": limit}
     if threshold is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.features import features
+from adaptd.streams.features import features
 
 _FEATURE_KEYS = frozenset({"type", "len", "sketch", "hv", "keys"})
 

@@ -29,13 +29,13 @@ from typing import Any
 
 import uuid_utils
 
-from . import queries
-from .budget import Budget
-from .harvest import ExampleFileError, harvest, read_examples, split, write_examples
-from .recommend import RecommendError, Situation, missing_packages, recommend, spec_of
-from .records import AppendError, Appender, optimizer_run
-from .runner import RunResult, run_optimization
-from .settings import OptimizeProgram
+from adaptd.daemon.optimize import queries
+from adaptd.daemon.optimize.budget import Budget
+from adaptd.daemon.optimize.harvest import ExampleFileError, harvest, read_examples, split, write_examples
+from adaptd.daemon.optimize.recommend import RecommendError, Situation, missing_packages, recommend, spec_of
+from adaptd.daemon.optimize.records import AppendError, Appender, optimizer_run
+from adaptd.daemon.optimize.runner import RunResult, run_optimization
+from adaptd.daemon.optimize.settings import OptimizeProgram
 
 logger = logging.getLogger("adaptd.optimize")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .records import SOURCE
+from adaptd.daemon.optimize.records import SOURCE
 
 _FINAL = ("succeeded", "failed", "budget_exhausted", "interrupted")
 

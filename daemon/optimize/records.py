@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from streams.events import new_id
+from adaptd.streams.events import new_id
 
-from ..ingest import Limits, prepare
+from adaptd.daemon.ingest import Limits, prepare
 
 SOURCE = "adaptd.optimize"
 

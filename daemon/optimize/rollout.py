@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import SOURCE
+from adaptd.daemon.optimize.records import SOURCE
 
 BASE_VERSION = "base"  # the factory's program, before any optimization
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .budget import Budget, BudgetExhausted
-from .recommend import spec_of
-from .settings import OptimizeProgram
+from adaptd.daemon.optimize.budget import Budget, BudgetExhausted
+from adaptd.daemon.optimize.recommend import spec_of
+from adaptd.daemon.optimize.settings import OptimizeProgram
 
 logger = logging.getLogger("adaptd.optimize")
 
@@ -140,7 +140,7 @@ def run_optimization(entry: OptimizeProgram, *, optimizer: str, params: Mapping[
     """
     import dspy
 
-    from .budget_lm import BudgetLM
+    from adaptd.daemon.optimize.budget_lm import BudgetLM
 
     started = clock()
     result = RunResult(status="failed")

@@ -24,13 +24,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
-from . import queries
-from .jobs import JobError, JobManager, JobSpec
-from .records import AppendError, Appender, adaptation
-from .rollout import BASE_VERSION, SlotState, canary_verdict, fold, gate, is_quality_drift, reoptimize_decision
-from .runner import RunResult
-from .settings import OptimizeProgram
+from adaptd.daemon.config import ConfigError
+from adaptd.daemon.optimize import queries
+from adaptd.daemon.optimize.jobs import JobError, JobManager, JobSpec
+from adaptd.daemon.optimize.records import AppendError, Appender, adaptation
+from adaptd.daemon.optimize.rollout import BASE_VERSION, SlotState, canary_verdict, fold, gate, is_quality_drift, reoptimize_decision
+from adaptd.daemon.optimize.runner import RunResult
+from adaptd.daemon.optimize.settings import OptimizeProgram
 
 logger = logging.getLogger("adaptd.optimize")
 
@@ -276,7 +276,7 @@ def start_optimize(runtime: Any) -> OptimizeService | None:
     Raises:
         ConfigError: an ``[[optimize]]`` entry names routes its ``[[routing]]`` lacks.
     """
-    from ..ingest import Limits
+    from adaptd.daemon.ingest import Limits
 
     settings = runtime.settings
     programs = list(getattr(settings, "optimize", None) or [])

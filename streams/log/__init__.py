@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import LogClosed, LogError, LogStats, Record, StreamLog
+from adaptd.streams.log.base import LogClosed, LogError, LogStats, Record, StreamLog
 
 __all__ = ["LogClosed", "LogError", "LogStats", "Record", "StreamLog", "open_log"]
 
@@ -20,12 +20,12 @@ def open_log(url: str, data_dir: Path, **options: Any) -> StreamLog:
         LogError: the url names no known backend (message lists the known ones).
     """
     if url in ("file", "file://") or url.startswith("file://"):
-        from .file import FileLog
+        from adaptd.streams.log.file import FileLog
 
         path = Path(url[len("file://"):]) if url.startswith("file://") and len(url) > 7 else data_dir / "log"
         return FileLog(path, **options)
     if url.startswith("kafka://"):
-        from .kafka_open import open_kafka_log
+        from adaptd.streams.log.kafka_open import open_kafka_log
 
         return open_kafka_log(url)
     raise LogError(f"unknown log url {url!r}: use 'file' (embedded) or kafka://HOST:PORT")

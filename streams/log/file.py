@@ -28,11 +28,11 @@ from itertools import repeat
 from pathlib import Path
 from typing import Callable, Literal
 
-from . import framing
-from .base import LogClosed, LogError, LogStats, Record, StreamLog
-from .positions import Positions, check_group
-from .segment import Segment, fsync_dir, list_bases, segment_path
-from .writer import Writer
+from adaptd.streams.log import framing
+from adaptd.streams.log.base import LogClosed, LogError, LogStats, Record, StreamLog
+from adaptd.streams.log.positions import Positions, check_group
+from adaptd.streams.log.segment import Segment, fsync_dir, list_bases, segment_path
+from adaptd.streams.log.writer import Writer
 
 logger = logging.getLogger(__name__)
 

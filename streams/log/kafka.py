@@ -31,9 +31,9 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import Consumer
 
-from .base import LogClosed, LogError, LogStats, Record, StreamLog
-from .kafka_reader import PartitionReader, committed_offset
-from .positions import check_group
+from adaptd.streams.log.base import LogClosed, LogError, LogStats, Record, StreamLog
+from adaptd.streams.log.kafka_reader import PartitionReader, committed_offset
+from adaptd.streams.log.positions import check_group
 
 logger = logging.getLogger("adaptd.log.kafka")
 

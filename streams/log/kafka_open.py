@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.topics import DEFAULT_NAMESPACE, DERIVED_PROCESSORS, derived_topic, event_key, events_topic
+from adaptd.streams.topics import DEFAULT_NAMESPACE, DERIVED_PROCESSORS, derived_topic, event_key, events_topic
 
-from .kafka import KafkaLog, parse_kafka_url
+from adaptd.streams.log.kafka import KafkaLog, parse_kafka_url
 
 
 def open_kafka_log(url: str) -> KafkaLog:

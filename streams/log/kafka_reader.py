@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from .base import LogError, Record
+from adaptd.streams.log.base import LogError, Record
 
 logger = logging.getLogger("adaptd.log.kafka")
 

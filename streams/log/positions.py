@@ -12,8 +12,8 @@ import re
 import threading
 from pathlib import Path
 
-from .base import LogError
-from .segment import fsync_dir
+from adaptd.streams.log.base import LogError
+from adaptd.streams.log.segment import fsync_dir
 
 _GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _SUFFIX = ".pos"

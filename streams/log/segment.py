@@ -15,8 +15,8 @@ from bisect import bisect_right
 from operator import itemgetter
 from pathlib import Path
 
-from . import framing
-from .base import LogError
+from adaptd.streams.log import framing
+from adaptd.streams.log.base import LogError
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Literal
 
-from . import framing
-from .base import LogClosed, LogError
-from .segment import CHUNK, Segment, fsync_dir, segment_path
+from adaptd.streams.log import framing
+from adaptd.streams.log.base import LogClosed, LogError
+from adaptd.streams.log.segment import CHUNK, Segment, fsync_dir, segment_path
 
 logger = logging.getLogger(__name__)
 

@@ -44,11 +44,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .base import to_us
-from .detectors import STATE_VERSION, Detector, DetectorConfig
-from .history_state import Key
-from .incidents import Incident, finite, incident_id, more_severe, signal_event
-from .windows import US, parse_size
+from adaptd.streams.processors.base import to_us
+from adaptd.streams.processors.detectors import STATE_VERSION, Detector, DetectorConfig
+from adaptd.streams.processors.history_state import Key
+from adaptd.streams.processors.incidents import Incident, finite, incident_id, more_severe, signal_event
+from adaptd.streams.processors.windows import US, parse_size
 
 #: Detector settings for window series: a shorter memory than the NAB default (240
 #: windows: 40 min of 10 s windows, 4 h of 1 min ones) keeps a key's dozen detectors at

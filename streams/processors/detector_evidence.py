@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from streams.processors.detector_parts import (
+from adaptd.streams.processors.detector_parts import (
     SortedWindow,
     binomial_surprise_table,
     poisson_surprise,

@@ -39,8 +39,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from streams.processors.detector_evidence import BurstRate, OnsetGate, TailRun
-from streams.processors.detector_parts import DailyProfile, RobustZ, gaussian_surprise
+from adaptd.streams.processors.detector_evidence import BurstRate, OnsetGate, TailRun
+from adaptd.streams.processors.detector_parts import DailyProfile, RobustZ, gaussian_surprise
 
 STATE_VERSION = 1
 

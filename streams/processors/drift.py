@@ -58,12 +58,12 @@ from typing import Any
 
 import numpy as np
 
-from streams.events import SCHEMA_VERSION, derived_id
+from adaptd.streams.events import SCHEMA_VERSION, derived_id
 
-from .base import EXECUTION, FEEDBACK, EventBatch, iso_us
-from .drift_detector import QUALITY, DriftConfig, DriftDetector, DriftFinding, execution_features
-from .incidents import finite
-from .windows import US, parse_size
+from adaptd.streams.processors.base import EXECUTION, FEEDBACK, EventBatch, iso_us
+from adaptd.streams.processors.drift_detector import QUALITY, DriftConfig, DriftDetector, DriftFinding, execution_features
+from adaptd.streams.processors.incidents import finite
+from adaptd.streams.processors.windows import US, parse_size
 
 #: Namespace of drift incident and signal ids.
 DRIFT_NS = uuid.UUID("b7e2d4a1-3c6f-4e8a-9d15-6f0c2a7b8e43")

@@ -43,8 +43,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from streams import features as _features
-from streams.processors import drift_stats as ds
+from adaptd.streams import features as _features
+from adaptd.streams.processors import drift_stats as ds
 
 QUALITY = "quality"
 OTHER = "<other>"

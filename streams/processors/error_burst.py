@@ -46,10 +46,10 @@ import numpy as np
 from scipy.special import bdtrc
 from scipy.stats import binom
 
-from .base import EXECUTION, LM_CALL, NO_WATERMARK, EventBatch, iso_us
-from .history_state import KeyTable
-from .incidents import Incident, finite, incident_id, signal_event
-from .windows import US
+from adaptd.streams.processors.base import EXECUTION, LM_CALL, NO_WATERMARK, EventBatch, iso_us
+from adaptd.streams.processors.history_state import KeyTable
+from adaptd.streams.processors.incidents import Incident, finite, incident_id, signal_event
+from adaptd.streams.processors.windows import US
 
 METRIC = "error_rate"
 _MAX_SURPRISE = 300.0

@@ -45,15 +45,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from streams.events import SCHEMA_VERSION
+from adaptd.streams.events import SCHEMA_VERSION
 
-from .base import EXECUTION, FEEDBACK, LM_CALL, EventBatch, iso_us
-from .history_state import (
+from adaptd.streams.processors.base import EXECUTION, FEEDBACK, LM_CALL, EventBatch, iso_us
+from adaptd.streams.processors.history_state import (
     ERROR_TYPES, F_COST, F_COUNT, F_ERR, F_HITS, F_KNOWN, F_LATN, F_LM, F_QN, F_QSUM, F_TOKENS_IN, F_TOKENS_OUT, NF,
     HistoryState, Key, WindowTable,
 )
-from .sketch import ALPHA, MIN_VALUE, NB, OFFSET, buckets, quantiles
-from .windows import US, check_nested, late_levels, parse_size
+from adaptd.streams.processors.sketch import ALPHA, MIN_VALUE, NB, OFFSET, buckets, quantiles
+from adaptd.streams.processors.windows import US, check_nested, late_levels, parse_size
 
 #: Namespace of window event ids (see ``window_id``).
 HISTORY_NS = uuid.UUID("3c9f6f0e-4a55-4d4f-b0f7-2a1f4f3c6d21")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import Cat
-from .sketch import SparseCounts
+from adaptd.streams.processors.base import Cat
+from adaptd.streams.processors.sketch import SparseCounts
 
 Key = tuple[str, str | None, str | None, str | None, str | None]
 #: Aggregate columns of a window (int64; cost and quality sums in units of 1e-9).

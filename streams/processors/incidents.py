@@ -14,10 +14,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from streams.events import SCHEMA_VERSION, derived_id
+from adaptd.streams.events import SCHEMA_VERSION, derived_id
 
-from .base import iso_us
-from .history_state import Key
+from adaptd.streams.processors.base import iso_us
+from adaptd.streams.processors.history_state import Key
 
 #: Namespace of incident and signal ids (see ``incident_id`` / ``signal_id``).
 ANOMALY_NS = uuid.UUID("8d2b6c1e-5f0a-4c3e-9a7d-1b4e2f6a9c05")

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from streams.log.base import Record
+from adaptd.streams.log.base import Record
 
-from .base import KIND_CODE, SOURCE_KINDS, Cat, EventBatch
+from adaptd.streams.processors.base import KIND_CODE, SOURCE_KINDS, Cat, EventBatch
 
 _SCHEMA = pa.schema([
     ("id", pa.string()),

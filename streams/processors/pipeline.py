@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .parse import parse_records, raw_events
-from .windows import US, watermark_of, watermarks
+from adaptd.streams.processors.parse import parse_records, raw_events
+from adaptd.streams.processors.windows import US, watermark_of, watermarks
 
 
 @dataclass(slots=True)

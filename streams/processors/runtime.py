@@ -31,11 +31,11 @@ from typing import Any
 
 import orjson
 
-from streams.log.base import LogError, StreamLog
+from adaptd.streams.log.base import LogError, StreamLog
 
-from .base import NO_WATERMARK, DerivedProcessor, SourceProcessor, iso_us
-from .pipeline import Pipeline
-from .snapshot import SnapshotError, read_snapshot, write_snapshot
+from adaptd.streams.processors.base import NO_WATERMARK, DerivedProcessor, SourceProcessor, iso_us
+from adaptd.streams.processors.pipeline import Pipeline
+from adaptd.streams.processors.snapshot import SnapshotError, read_snapshot, write_snapshot
 
 logger = logging.getLogger("adaptd.processors")
 

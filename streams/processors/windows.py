@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import NO_WATERMARK
+from adaptd.streams.processors.base import NO_WATERMARK
 
 US = 1_000_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .adaptations import AdaptationsScreen
-from .optimizer import OptimizerScreen
-from .overview import OverviewScreen
-from .routes import RoutesScreen
-from .signals import SignalsScreen
-from .tail import TailScreen
+from adaptd.tui.screens.adaptations import AdaptationsScreen
+from adaptd.tui.screens.optimizer import OptimizerScreen
+from adaptd.tui.screens.overview import OverviewScreen
+from adaptd.tui.screens.routes import RoutesScreen
+from adaptd.tui.screens.signals import SignalsScreen
+from adaptd.tui.screens.tail import TailScreen
 
 #: Mode name -> screen class, in the order of the number keys 1..6.
 SCREENS = {

@@ -6,9 +6,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from ..keyed_table import KeyedTable
-from ..viewmodel import ADAPTATION_COLUMNS, DashData, adaptation_rows
-from .base import DashScreen
+from adaptd.tui.keyed_table import KeyedTable
+from adaptd.tui.viewmodel import ADAPTATION_COLUMNS, DashData, adaptation_rows
+from adaptd.tui.screens.base import DashScreen
 
 
 class AdaptationsScreen(DashScreen):

@@ -8,11 +8,11 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from ..viewmodel import DashData
-from ..widgets import ConnectionBanner
+from adaptd.tui.viewmodel import DashData
+from adaptd.tui.widgets import ConnectionBanner
 
 if TYPE_CHECKING:
-    from ..app import DashApp
+    from adaptd.tui.app import DashApp
 
 
 class DashScreen(Screen):

@@ -8,9 +8,9 @@ from textual.binding import Binding
 from textual.widgets import Label
 from textual_plotext import PlotextPlot
 
-from ..keyed_table import KeyedTable
-from ..viewmodel import ROUTE_COLUMNS, DashData, RouteRows, route_history
-from .base import DashScreen
+from adaptd.tui.keyed_table import KeyedTable
+from adaptd.tui.viewmodel import ROUTE_COLUMNS, DashData, RouteRows, route_history
+from adaptd.tui.screens.base import DashScreen
 
 
 class RoutesScreen(DashScreen):
