@@ -22,11 +22,16 @@ run: install
 demo: install
 	$(VENV)/bin/adaptd demo
 
-test: install
+test: lint
 	$(PY) -m pytest
 
+# ruff, mypy and the import contracts. mypy and import-linter read packages from the file
+# system, so they check a mirror of the adaptd.* namespace (.ci/lint_tree.py).
 lint: install
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check daemon streams adapters tui tests bench .ci
+	$(PY) .ci/lint_tree.py build/lint >/dev/null
+	cd build/lint && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p adaptd
+	PYTHONPATH=build/lint $(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .adaptd .pytest_cache

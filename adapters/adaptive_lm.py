@@ -1,7 +1,7 @@
 """Client-side adaptive routing: ``AdaptiveLM`` (a ``dspy.BaseLM``) and ``AdaptiveModule``
 (a ``dspy.Module``) pick a route per call from the cached routing table, fail over, and
 report every choice as a ``route_decision`` event. ``RouteRunner``
-(``adapters.route_runner``) is the engine both share.
+(``adaptd.adapters.route_runner``) is the engine both share.
 
 Per call:
 

@@ -2,9 +2,9 @@
 
 Modelled on OpenTelemetry's ``BatchProcessor`` (``sdk/_shared_internal``): ``emit()``
 appends a raw tuple to a bounded deque and returns; a daemon worker, woken by a timer or
-early when a full batch waits, turns tuples into validated events (``adapters.encode``)
-and hands batches to ``adapters.delivery``, which exports them (the exporter decides
-*how*), retries, spills to a local file (``adapters.spill``) when the daemon is
+early when a full batch waits, turns tuples into validated events (``adaptd.adapters.encode``)
+and hands batches to ``adaptd.adapters.delivery``, which exports them (the exporter decides
+*how*), retries, spills to a local file (``adaptd.adapters.spill``) when the daemon is
 unreachable and re-sends later. Nothing here raises into, or blocks, the host.
 """
 
@@ -22,8 +22,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
-from adaptd.adapters.encode import BUILT, NO_POSITIONAL, InvalidEvent, encode, validate_batch
 from adaptd.adapters.delivery import Delivery
+from adaptd.adapters.encode import BUILT, NO_POSITIONAL, InvalidEvent, encode, validate_batch
 from adaptd.adapters.exporter import Backoff, Exporter, HttpExporter
 from adaptd.adapters.spill import Spill, default_spill_dir
 
@@ -193,7 +193,7 @@ class Client:
 
         Call it as ``emit(kind, **fields)``: every field by keyword. Only the raw fields
         and the time are kept here; the worker adds ``id`` (UUIDv7), ``ts`` and
-        ``source`` unless given, validates against ``streams.events`` and drops (and
+        ``source`` unless given, validates against ``adaptd.streams.events`` and drops (and
         counts) invalid events. When the queue is full the oldest event is dropped; after
         ``shutdown()`` the event itself is. Both are counted in ``stats()``.
 

@@ -19,7 +19,7 @@ What each call becomes:
 
 The host's thread only takes clocks, makes an id and enqueues references; features,
 module paths, signatures and prices are computed on the SDK's worker thread
-(``adapters.dspy_describe``). A failure inside the callback is counted in ``errors`` and
+(``adaptd.adapters.dspy_describe``). A failure inside the callback is counted in ``errors`` and
 never reaches the program.
 """
 
@@ -119,11 +119,11 @@ class AdaptdCallback(BaseCallback):
             program_version: Put on every execution (e.g. an optimized version's name).
             route: Put on every execution and LM call (``AdaptiveLM`` sets it per call).
             session_id: Groups executions (``attrs.session_id``); default: a new UUIDv7
-                per callback; ``adapters.session()`` overrides it for a block.
+                per callback; ``adaptd.adapters.session()`` overrides it for a block.
             capture_content: Send raw inputs and outputs instead of their features.
             redact: ``redact(field_name, value) -> value`` applied to raw content.
             fast_dispatch: Make DSPy's callback dispatch cheaper for every callback
-                (``adapters.dspy_dispatch``: the handler choice and each function's
+                (``adaptd.adapters.dspy_dispatch``: the handler choice and each function's
                 argspec computed once, call ids without a system call): it saves
                 ~240 µs per ``ChainOfThought`` call here. False leaves DSPy untouched.
         """
@@ -339,7 +339,7 @@ class AdaptdCallback(BaseCallback):
 
 
 class _ExecutionDetails:
-    """Builds an execution event on the worker thread (see ``adapters.encode.DEFER``)."""
+    """Builds an execution event on the worker thread (see ``adaptd.adapters.encode.DEFER``)."""
 
     __slots__ = ("cb", "call", "ms", "outputs", "exception", "module", "module_type", "extra", "session")
 

@@ -1,8 +1,8 @@
 """The worker-side half of the DSPy callback: everything that may take time.
 
-``adapters.dspy_callback`` runs on the host program's thread and only records
+``adaptd.adapters.dspy_callback`` runs on the host program's thread and only records
 references, clocks and ids. The functions here run later on the SDK's worker thread
-(through ``adapters.encode.DEFER``): features of inputs and outputs, module paths,
+(through ``adaptd.adapters.encode.DEFER``): features of inputs and outputs, module paths,
 signatures, and cost from LiteLLM's price map when the provider gave none.
 """
 

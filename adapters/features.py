@@ -1,4 +1,4 @@
-"""Features of values (re-exported from ``streams.features``, shared with the daemon)."""
+"""Features of values (re-exported from ``adaptd.streams.features``, shared with the daemon)."""
 
 from adaptd.streams.features import MAX_KEYS, MAX_SKETCH_ITEMS, describe_args, features, sketch, text_sketch
 

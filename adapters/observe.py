@@ -3,7 +3,7 @@
 Nested observations form a tree through a context variable (``parent_id``, ``root_id``),
 which follows threads' and asyncio tasks' contexts the way DSPy's ``ACTIVE_CALL_ID`` does.
 By default inputs and outputs are recorded as features (type, size, sketch; see
-``adapters.features``), never as raw values; ``capture_content=True`` opts in to raw values.
+``adaptd.adapters.features``), never as raw values; ``capture_content=True`` opts in to raw values.
 
 Everything except the observed code itself is wrapped: a failure of the SDK is swallowed,
 and an exception of the observed code is re-raised unchanged.
@@ -256,7 +256,7 @@ def observe(
         module: Module name within the program.
         route: Route (model / strategy) that serves this call, if known up front.
         capture_content: Record raw inputs and outputs instead of features.
-        client: Client to emit through; default ``adapters.get_client()`` at emit time.
+        client: Client to emit through; default ``adaptd.adapters.get_client()`` at emit time.
         program_version: Version of the program, if known.
         **fields: Any other field of the event (``model``, ``module_type``...).
 

@@ -5,7 +5,7 @@ semantic conventions) that would rather not run an OTLP exporter::
 
     provider.add_span_processor(adapters.AdaptdSpanProcessor())
 
-Each ended span becomes the same events the daemon makes from OTLP (``streams.otel_map``:
+Each ended span becomes the same events the daemon makes from OTLP (``adaptd.streams.otel_map``:
 an ``execution``, plus an ``lm_call`` for an LM span), batched, retried and spilled like
 every SDK event. ``on_end`` only enqueues a reference to the span; the mapping runs on
 the SDK's worker thread. Nothing here raises into the app.
@@ -25,7 +25,7 @@ from adaptd.streams.otel_map import is_lm_span, map_span
 
 
 def span_dict(span: ReadableSpan) -> dict[str, Any]:
-    """The plain span dict ``streams.otel_map`` reads, from an SDK span."""
+    """The plain span dict ``adaptd.streams.otel_map`` reads, from an SDK span."""
     ctx = span.context
     parent = span.parent
     status = span.status

@@ -2,7 +2,7 @@
 local breakers, the per-call choice, the failover loop and the ``route_decision`` events.
 
 Knows nothing of DSPy: a route is a name, and a call is ``call(route_name)``. See
-``adapters.adaptive_lm`` for the per-call behaviour.
+``adaptd.adapters.adaptive_lm`` for the per-call behaviour.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class RouteRunner:
             build: Makes a target for a route a later table adds (None: not routable).
             table: Initial table (a ``RoutingTable`` or its JSON form); default equal
                 shares over ``targets`` at version 0.
-            client: The ``adapters.Client`` that receives ``route_decision`` events;
-                default the process-wide client (``adapters.get_client()``), on first use.
+            client: The ``adaptd.adapters.Client`` that receives ``route_decision`` events;
+                default the process-wide client (``adaptd.adapters.get_client()``), on first use.
             emit_decisions: False sends no events at all.
             url: Daemon base URL for table refresh; default the client's URL, else
                 ``$ADAPTD_URL`` or ``http://127.0.0.1:7710``.

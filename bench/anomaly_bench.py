@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from history_bench import make_batches  # noqa: E402
 
-from adaptd.streams.processors.anomaly import AnomalyProcessor  # noqa: E402
+from adaptd.streams.processors.anomaly.error_burst import ErrorBurstProcessor  # noqa: E402
+from adaptd.streams.processors.anomaly.processor import AnomalyProcessor  # noqa: E402
 from adaptd.streams.processors.base import EXECUTION, LM_CALL  # noqa: E402
-from adaptd.streams.processors.error_burst import ErrorBurstProcessor  # noqa: E402
-from adaptd.streams.processors.history import HistoryProcessor  # noqa: E402
+from adaptd.streams.processors.history.processor import HistoryProcessor  # noqa: E402
 
 
 def add_burst(batches: list, routes: int, seed: int = 11) -> None:

@@ -4,7 +4,7 @@ Each run simulates one program's executions, ``--window`` executions per window 
 default: with pass/fail feedback on every execution, 300 are too few to see a 10-point
 drop within 2 windows at the detector's false-alarm budget), described as the
 SDK would describe them (``execution_features`` of an execution event whose input text is
-sketched by ``streams.features``):
+sketched by ``adaptd.streams.features``):
 
 * input ``question``: 8-30 words drawn from one of 4 topic vocabularies (plus common
   words), the topic picked by a topic mix; its length does not depend on the topic, so a
@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from adaptd.streams.features import features as describe  # noqa: E402
-from adaptd.streams.processors.drift_detector import DriftConfig, DriftDetector, execution_features  # noqa: E402
+from adaptd.streams.processors.drift.detector import DriftConfig, DriftDetector, execution_features  # noqa: E402
 
 COMMON = "the a my your please help with is it this that for on and to of can you how what why when".split()
 TOPICS = [

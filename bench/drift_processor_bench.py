@@ -3,7 +3,7 @@
 
 The stream: ``--programs`` programs, each with ``--rate`` root executions per minute of
 event time for ``--minutes`` minutes (in time order), every execution with a text input
-described as the SDK does (``streams.features``, 8-30 words) and a feedback score one
+described as the SDK does (``adaptd.streams.features``, 8-30 words) and a feedback score one
 second later; so half the events are executions, half feedback.
 
 Measured (CPU time, ``time.process_time``), each ``--runs`` times, median reported:
@@ -41,13 +41,13 @@ import orjson  # noqa: E402
 from adaptd.streams.features import features as describe  # noqa: E402
 from adaptd.streams.log.base import Record  # noqa: E402
 from adaptd.streams.processors.base import NO_WATERMARK  # noqa: E402
-from adaptd.streams.processors.drift import DriftProcessor, DriftProcessorConfig  # noqa: E402
+from adaptd.streams.processors.drift.processor import DriftProcessor, DriftProcessorConfig  # noqa: E402
 from adaptd.streams.processors.parse import parse_records  # noqa: E402
 from adaptd.streams.processors.windows import US, watermarks  # noqa: E402
 
 WORDS = ("refund invoice charge billing payment shipping delivery package tracking parcel password login "
          "account email reset error crash bug install update the a my please help with is it for").split()
-T0 = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 
 
 def records(args: argparse.Namespace) -> list[Record]:

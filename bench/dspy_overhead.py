@@ -63,7 +63,7 @@ def child(config: str, calls: int, batch: int) -> None:
 
         client = Client(exporter=Sink(), spill_dir=False)
         callbacks = [AdaptdCallback(program="bench", client=client)]
-        flush = lambda: client.flush(60)  # noqa: E731
+        flush = lambda: client.flush(60)
     elif config == "openinference":
         from openinference.instrumentation.dspy import DSPyInstrumentor
         from opentelemetry.sdk.trace import TracerProvider
@@ -76,7 +76,7 @@ def child(config: str, calls: int, batch: int) -> None:
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
         DSPyInstrumentor().instrument(tracer_provider=provider)
-        flush = lambda: provider.force_flush(60_000)  # noqa: E731
+        flush = lambda: provider.force_flush(60_000)
     dspy.configure(lm=lm, callbacks=callbacks)
     program = dspy.ChainOfThought("question -> answer")
     for q in questions[calls:]:  # warm-up: imports, caches, the adapter's first formatting

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from adaptd.streams.processors.base import EXECUTION, FEEDBACK, LM_CALL, NO_WATERMARK, Cat, EventBatch  # noqa: E402
-from adaptd.streams.processors.history import HistoryProcessor  # noqa: E402
+from adaptd.streams.processors.history.processor import HistoryProcessor  # noqa: E402
 from adaptd.streams.processors.windows import watermarks  # noqa: E402
 
 T0_US = 1_795_000_000_000_000  # 2026-11-18

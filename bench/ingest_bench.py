@@ -29,7 +29,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from adaptd.streams.events import new_id  # noqa: E402
+from adaptd.streams.events import new_id
 
 REPO = Path(__file__).resolve().parents[1]
 

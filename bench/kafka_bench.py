@@ -42,7 +42,7 @@ from adaptd.streams.log import open_log  # noqa: E402
 
 def make_events(n: int, programs: int) -> list[bytes]:
     """``n`` executions over ``programs`` programs, 100 per second of event time."""
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
     return [orjson.dumps({
         "id": str(uuid.uuid4()), "kind": "execution", "tenant": "default", "program": f"program-{i % programs}",
         "module": "answer", "route": "gpt-4o-mini", "ts": (start + dt.timedelta(milliseconds=10 * i)).isoformat(),

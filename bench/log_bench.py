@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adaptd.streams.log import framing  # noqa: E402
-from adaptd.streams.log.file import FileLog  # noqa: E402
+from adaptd.streams.log import framing
+from adaptd.streams.log.file import FileLog
 
 
 def _report(name: str, records: int, payload: int, seconds: float) -> None:

@@ -54,8 +54,8 @@ def in_process_cost(data: str) -> tuple[float, float]:
     import tracemalloc
 
     sys.path.insert(0, ROOT)
+    from adaptd.streams.processors.anomaly.detectors import Detector
     from bench.nab_detector import parse_time, read_rows
-    from adaptd.streams.processors.detectors import Detector
 
     series = []
     for dirpath, _, names in sorted(os.walk(os.path.join(data, "data"))):

@@ -14,18 +14,18 @@ from __future__ import annotations
 import csv
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from adaptd.streams.processors.detectors import Detector  # noqa: E402
+from adaptd.streams.processors.anomaly.detectors import Detector
 
 
 def parse_time(text: str) -> float:
     """Epoch seconds of an ISO 8601 timestamp; naive ones are taken as UTC."""
     dt = datetime.fromisoformat(text.strip())
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

@@ -123,7 +123,7 @@ def make_bodies(requests: int, spans: int, seed: int = 7, content: bool = True) 
     """``requests`` serialized requests of ``spans`` spans each (whole traces; ids unique)."""
     rng = random.Random(seed)
     run = rng.getrandbits(64)
-    start_ns = int(dt.datetime(2026, 11, 22, 10, tzinfo=dt.timezone.utc).timestamp() * 1e9)
+    start_ns = int(dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC).timestamp() * 1e9)
     bodies = []
     n = 0
     for _ in range(requests):
@@ -146,12 +146,12 @@ def make_bodies(requests: int, spans: int, seed: int = 7, content: bool = True) 
 def stages(bodies: list[bytes]) -> dict[str, object]:
     """Per-span CPU cost (µs, process time: robust to other processes on the machine) of
     each step of ``POST /v1/traces``'s work, in this process; map also without features."""
-    from adaptd.daemon import otlp
+    from adaptd.daemon.http import otlp
     from adaptd.daemon.ingest import Limits, prepare
     from adaptd.streams.otel_map import map_spans
 
     limits = Limits(max_batch_events=10**6)
-    received = dt.datetime.now(dt.timezone.utc)
+    received = dt.datetime.now(dt.UTC)
     import adaptd.streams.otel_map as otel_map
 
     totals = {"decode": 0.0, "map": 0.0, "prepare": 0.0}

@@ -45,8 +45,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-from otlp_bench import make_bodies  # noqa: E402
+import httpx
+from otlp_bench import make_bodies
 
 
 def stored_counter(url: str, db: str | None):

@@ -17,7 +17,7 @@ canary per route / after rollout, devset score before / after, the job's LM call
 cost, the live requests the canary needed, and wall times (regression posted -> drift
 signal -> job done -> canary -> promoted).  The traffic's event times are synthetic (a
 10 s drift window of 60 executions stands in for the default 5 min / 500), the LM is
-``adapters.demo.toy.ToyLM`` (no provider), the daemon is a real ``adaptd up``.
+``adaptd.daemon.demo.toy.ToyLM`` (no provider), the daemon is a real ``adaptd up``.
 
 Usage: ``python bench/reoptimize_bench.py --runs 3 [--out bench/out/reoptimize.json]``.
 """
@@ -42,9 +42,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.daemon_proc import daemon  # noqa: E402
-from adaptd.adapters.demo import toy  # noqa: E402
-from adaptd.streams.events import new_id  # noqa: E402
+from adaptd.daemon.demo import toy
+from adaptd.streams.events import new_id
+from bench.daemon_proc import daemon
 
 WINDOW_S, PER_WINDOW = 10, 60
 CONFIG = f"""
@@ -66,9 +66,9 @@ model = "toy/green"
 
 [[optimize]]
 program = "toy"
-factory = "adapters.demo.toy:make_program"
-metric = "adapters.demo.toy:exact_match"
-lm = "adapters.demo.toy:make_lm"
+factory = "adaptd.daemon.demo.toy:make_program"
+metric = "adaptd.daemon.demo.toy:exact_match"
+lm = "adaptd.daemon.demo.toy:make_lm"
 harvest_threshold = 0.5
 harvest_limit = 150
 budget_usd = 1.0
@@ -141,7 +141,7 @@ def live(client: httpx.Client, rng: random.Random, lm: toy.ToyLM, questions: lis
             answer = variants[route](question=q).answer
         score = float(answer == toy.solve(q))
         scores.setdefault(route, []).append(score)
-        now, exe = dt.datetime.now(dt.timezone.utc).isoformat(), str(new_id())
+        now, exe = dt.datetime.now(dt.UTC).isoformat(), str(new_id())
         events += [{"id": exe, "kind": "execution", "program": "toy", "route": route, "ts": now},
                    {"id": str(new_id()), "kind": "route_decision", "program": "toy", "route": route, "ts": now,
                     "execution_id": exe, "policy_version": table["version"], "probability": p},
@@ -153,7 +153,7 @@ def live(client: httpx.Client, rng: random.Random, lm: toy.ToyLM, questions: lis
 
 
 def one_run(seed: int) -> dict[str, Any]:
-    start = dt.datetime.fromtimestamp((int(time.time()) // 60 - 30) * 60, dt.timezone.utc)
+    start = dt.datetime.fromtimestamp((int(time.time()) // 60 - 30) * 60, dt.UTC)
     before, q_before = production(toy.questions("words", 6 * PER_WINDOW, seed=seed), start, seed)
     regressed, q_regressed = production(toy.questions("symbols", 4 * PER_WINDOW, seed=seed + 100),
                                         start + dt.timedelta(seconds=6 * WINDOW_S), seed + 1)

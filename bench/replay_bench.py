@@ -2,7 +2,7 @@
 
 Writes N realistic events (execution / lm_call / feedback, as ingest writes them: only
 present fields plus the non-None defaults) into a FileLog once (reused by later runs with
-the same N and seed), then times ``daemon.replay.replay`` into a fresh database, and,
+the same N and seed), then times ``adaptd.daemon.readmodel.replay.replay`` into a fresh database, and,
 to show what holds the figure back, the two halves on their own: reading the log
 (FileLog.read only) and projecting records already in memory (Store.project only).
 
@@ -30,11 +30,10 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from adaptd.daemon.replay import replay  # noqa: E402
-from adaptd.daemon.store import Store  # noqa: E402
+from adaptd.daemon.readmodel.replay import replay  # noqa: E402
+from adaptd.daemon.readmodel.store import Store  # noqa: E402
 from adaptd.streams.events import DEFAULTS, new_id  # noqa: E402
 from adaptd.streams.log.file import FileLog  # noqa: E402
-
 
 _V7_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 _V7_SET = (0x7 << 76) | (0x2 << 62)
@@ -45,7 +44,7 @@ def make_events(n: int, seed: int, random_ids: bool) -> list[bytes]:
     rnd = random.Random(seed)
     programs = [f"prog_{i}" for i in range(20)]
     models = ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku", "together/llama-3.1-8b"]
-    t0 = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
     dumps, out, parent = orjson.dumps, [], new_id()
     for i in range(n):
         # Random ids (version 7 layout, unordered) model many clients with skewed clocks.

@@ -46,12 +46,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dspy  # noqa: E402
-from litellm import Router  # noqa: E402
+import dspy
+from litellm import Router
 
-from adaptd.adapters import Client  # noqa: E402
-from adaptd.adapters.adaptive_lm import AdaptiveLM  # noqa: E402
-from adaptd.adapters.exporter import ExportResult  # noqa: E402
+from adaptd.adapters import Client
+from adaptd.adapters.adaptive_lm import AdaptiveLM
+from adaptd.adapters.exporter import ExportResult
 
 WEIGHTS = {"fast": 0.6, "good": 0.3, "cheap": 0.1}
 
@@ -86,7 +86,7 @@ def adaptd_variants(client: Client) -> dict[str, Callable[[], object]]:
              execution_id=None, policy_version=1, probability=p, reason=reason, attempt=0)  # fmt: skip
 
     run = lm.router.run
-    noop = lambda name: name  # noqa: E731 - the route call itself, at no cost
+    noop = lambda name: name
 
     return {"adaptd_choose": choose, "adaptd_choose_emit": choose_emit, "adaptd_choose_breaker": broken.choose,
             "adaptd_run_noop": lambda: run(noop)}  # fmt: skip

@@ -1,7 +1,7 @@
 """Routing scenario benchmark: adaptd (``AdaptiveLM`` + a real ``adaptd up``) vs LiteLLM's
 ``Router`` (simple-shuffle and latency-based-routing) on the scripted mock provider.
 
-Per scenario and seed, one run: a fresh mock server (``adapters/demo/mock_provider.py``) plays the
+Per scenario and seed, one run: a fresh mock server (``daemon/demo/mock_provider.py``) plays the
 scenario time-scaled; a fresh daemon (subprocess, new data dir) gets the scenario's
 deployments as a ``[[routing]]`` program; the same DSPy workload (``dspy.Predict`` on the
 scenario's arithmetic tasks, a few paced threads per router) runs through the three routers
@@ -40,10 +40,10 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
+from adaptd.daemon.demo.mock_provider import MockServer  # noqa: E402
+from adaptd.daemon.demo.scenarios import SCENARIOS, Scenario, grade, make_tasks  # noqa: E402
 from bench.daemon_proc import free_port  # noqa: E402
-from adaptd.adapters.demo.mock_provider import MockServer  # noqa: E402
 from bench.routing_workload import AttemptRecorder, ReportingLM, RouterLM, run_workload, summarise  # noqa: E402
-from adaptd.adapters.demo.scenarios import SCENARIOS, Scenario, grade, make_tasks  # noqa: E402
 
 PROGRAM = "bench"
 TIMEOUT_S = 6.0  # per provider request, the same for every router
@@ -128,7 +128,7 @@ class Daemon:
     def __enter__(self) -> Daemon:
         env = {**os.environ, "ADAPTD_LOG_LEVEL": "warning"}
         env.pop("ADAPTD_CONFIG", None)
-        self.log = open(self.dir / "daemon.log", "wb")  # noqa: SIM115 - closed in __exit__
+        self.log = open(self.dir / "daemon.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "adaptd.daemon.cli", "up", "--config", str(self.dir / "adaptd.toml"),
                                       "--data-dir", str(self.dir / "data"), "--port", str(self.port)],
                                      cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip

@@ -25,7 +25,7 @@ from typing import Any
 
 import dspy
 
-from adaptd.adapters.demo.scenarios import Scenario, Task, grade
+from adaptd.daemon.demo.scenarios import Scenario, Task, grade
 
 # --------------------------------------------------------------------------- LMs
 

@@ -6,7 +6,7 @@ Every variant runs in the same process, interleaved block by block, so machine d
 * ``emit``: ``client.emit("execution", <8 fields by keyword>)`` on a ``Client`` whose
   exporter discards (its worker still builds, validates and serializes every event).
 * ``emit_dict``: ``client.emit_dict("execution", {<the same 8>})``.
-* ``emit_module``: the module-level ``adapters.emit(...)`` (default client).
+* ``emit_module``: the module-level ``adaptd.adapters.emit(...)`` (default client).
 * ``alt_kwargs``: the design ``emit()`` replaced: ``def emit(self, kind, /, **fields)``
   appending ``(kind, time_ns(), fields)`` to a deque; shows what the dict costs.
 * ``otel_span``: ``span = tracer.start_span("execution", attributes={<the same 8>});
@@ -41,11 +41,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-import adaptd.adapters as adapters  # noqa: E402
-from adaptd.adapters import Client, ExportResult  # noqa: E402
+import adaptd.adapters as adapters
+from adaptd.adapters import Client, ExportResult
 
 WARMUP_ROUNDS = 10
 

@@ -10,10 +10,9 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from adaptd.daemon.ingest import Limits, prepare
 from adaptd.streams.events import new_id
 from adaptd.streams.log import LogClosed, LogError
-
-from adaptd.daemon.ingest import Limits, prepare
 
 #: The ``source`` of every adaptation event an admin endpoint appends.
 SOURCE = "adaptd.api"
@@ -22,7 +21,7 @@ SOURCE = "adaptd.api"
 def admin_event(tenant: str, action: str, program: str | None, route: str | None, reason: str,
                 caused_by: list[str], details: dict[str, Any]) -> dict[str, Any]:
     """An ``adaptation`` event dict stamped now, with a new id and source ``adaptd.api``."""
-    return {"id": str(new_id()), "ts": dt.datetime.now(dt.timezone.utc).isoformat(), "kind": "adaptation",
+    return {"id": str(new_id()), "ts": dt.datetime.now(dt.UTC).isoformat(), "kind": "adaptation",
             "tenant": tenant, "source": SOURCE, "attrs": {}, "action": action, "program": program,
             "route": route, "reason": reason, "caused_by": caused_by, "details": details}
 
@@ -34,7 +33,7 @@ async def append_admin_event(request: Request, tenant: str, event: dict[str, Any
         HTTPException: 500 when the event is invalid (a bug in the endpoint, not the
             caller's input), 503 with Retry-After when the log is closed or failing.
     """
-    prepared = prepare([event], tenant=tenant, received=dt.datetime.now(dt.timezone.utc), limits=limits,
+    prepared = prepare([event], tenant=tenant, received=dt.datetime.now(dt.UTC), limits=limits,
                        allow_derived=True)
     if prepared.rejected:
         raise HTTPException(500, f"admin event invalid: {prepared.rejected[0]['reason']}")

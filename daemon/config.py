@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     routing: list[ProgramRouting] = Field(default_factory=list)
     #: The routing policy's global knobs and its circuit breakers (``[routing_policy]``).
     routing_policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    #: Programs adaptd re-optimizes (``[[optimize]]``; see ``daemon.optimize.settings``).
+    #: Programs adaptd re-optimizes (``[[optimize]]``; see ``adaptd.daemon.optimize.settings``).
     optimize: list[OptimizeProgram] = Field(default_factory=list)
     shutdown_timeout_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

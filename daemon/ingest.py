@@ -205,7 +205,7 @@ def prepare(
     valid_iter = iter(valid)
     dumps = orjson.dumps
     max_bytes = limits.max_event_bytes
-    utc = dt.timezone.utc
+    utc = dt.UTC
     for i, item in enumerate(items):
         reason = reasons.get(i)
         if reason is None:

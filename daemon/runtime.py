@@ -14,22 +14,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptd.streams.log import StreamLog, open_log
-from adaptd.streams.processors.anomaly import AnomalyProcessor
-from adaptd.streams.processors.drift import DriftProcessor, DriftProcessorConfig
-from adaptd.streams.processors.drift_detector import DriftConfig
-from adaptd.streams.processors.error_burst import ErrorBurstProcessor
-from adaptd.streams.processors.history import HistoryProcessor
-from adaptd.streams.processors.runtime import ProcessorRuntime
-
 from adaptd.daemon.adaptation.config import ProgramRouting
 from adaptd.daemon.adaptation.policy import RoutingPolicy
 from adaptd.daemon.adaptation.policy_state import PolicyConfig
 from adaptd.daemon.alerts import AlertDispatcher
 from adaptd.daemon.config import ConfigError, ProcessorSettings, Settings
 from adaptd.daemon.optimize.service import start_optimize
-from adaptd.daemon.projector import Projector
-from adaptd.daemon.store import Store
+from adaptd.daemon.readmodel.projector import Projector
+from adaptd.daemon.readmodel.store import Store
+from adaptd.streams.log import StreamLog, open_log
+from adaptd.streams.processors.anomaly.error_burst import ErrorBurstProcessor
+from adaptd.streams.processors.anomaly.processor import AnomalyProcessor
+from adaptd.streams.processors.drift.detector import DriftConfig
+from adaptd.streams.processors.drift.processor import DriftProcessor, DriftProcessorConfig
+from adaptd.streams.processors.history.processor import HistoryProcessor
+from adaptd.streams.processors.runtime import ProcessorRuntime
 
 logger = logging.getLogger("adaptd.runtime")
 

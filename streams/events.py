@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NotRequired, Required, Union
 
 import uuid_utils
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from typing_extensions import NotRequired, Required, TypedDict
+from typing_extensions import TypedDict
 
 SCHEMA_VERSION = 1
 
@@ -46,7 +46,7 @@ def derived_id(namespace: uuid.UUID, *parts: object) -> uuid.UUID:
 
 def utcnow() -> dt.datetime:
     """Wall-clock now in UTC (only for edges: the SDK and the daemon, never processors)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class EventBase(BaseModel):
@@ -234,7 +234,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     PerfWindow,
 )
 
-Event = Annotated[Union[tuple(EVENT_TYPES)], Field(discriminator="kind")]  # type: ignore[valid-type]
+Event = Annotated[Union[tuple(EVENT_TYPES)], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007
 
 KINDS: dict[str, type[EventBase]] = {t.model_fields["kind"].default: t for t in EVENT_TYPES}
 
@@ -258,7 +258,7 @@ def _wire_type(model: type[EventBase]) -> type:
 
 #: Validates a list of event dicts into canonical dicts (see ``_wire_type``).
 wire_list_adapter: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(
-    list[Annotated[Union[tuple(_wire_type(t) for t in EVENT_TYPES)], Field(discriminator="kind")]]  # type: ignore[misc]
+    list[Annotated[Union[tuple(_wire_type(t) for t in EVENT_TYPES)], Field(discriminator="kind")]]  # type: ignore[misc]  # noqa: UP007
 )
 
 #: Per kind, the defaults that are not None, for filling in what a wire dict left out.

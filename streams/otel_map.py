@@ -12,7 +12,7 @@ request, or an SDK ``ReadableSpan``)::
      "resource": {"service.name": ...}, "scope": "openinference.instrumentation.dspy"}
 
 Only ``trace_id``, ``span_id`` and ``start_ns`` are required. The output is event dicts
-ready for ``daemon.ingest.prepare``: one ``execution`` per span and, for a span that is an
+ready for ``adaptd.daemon.ingest.prepare``: one ``execution`` per span and, for a span that is an
 LM call (OpenInference kind ``LLM``, or GenAI request model / usage attributes), one
 ``lm_call`` too.  Ids are UUIDv5 of the trace and span ids, so a re-sent span maps to
 the same events and is stored once.
@@ -79,7 +79,7 @@ MAX_EVENT_NAMES = 16
 #: ``unknown_service:<executable>``): not a program name.
 _UNKNOWN_SERVICE = "unknown_service"
 _ERROR_NAMES = frozenset({"ERROR", "STATUS_CODE_ERROR"})
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _HEX = re.compile(r"[0-9a-f]+")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16

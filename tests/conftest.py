@@ -52,7 +52,7 @@ class DaemonProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "DaemonProcess":
+    def start(self, timeout: float = 30.0) -> DaemonProcess:
         """Start (on the same port as before, if any) and wait until ``/v1/health`` answers."""
         self.port = self.port or free_port()
         args = [sys.executable, "-m", "adaptd.daemon.cli", "up", "--data-dir", str(self.data_dir),
@@ -61,7 +61,7 @@ class DaemonProcess:
             args += ["--config", str(self.config)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("ADAPTD_CONFIG", None)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         headers = {"Authorization": f"Bearer {self.env['ADAPTD_TEST_TOKEN']}"} if "ADAPTD_TEST_TOKEN" in self.env else {}
 

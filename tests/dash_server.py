@@ -101,7 +101,7 @@ class RecordedDaemon:
                 self.streamed += 1
         return StreamingResponse(frames(), media_type="text/event-stream")
 
-    def __enter__(self) -> "RecordedDaemon":
+    def __enter__(self) -> RecordedDaemon:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 NS = uuid.UUID("0d5c0b1e-7a4e-4d3c-9b2a-2f6a1c9e8d70")
-START = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc)
+START = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.UTC)
 
 #: Two tenants: ``ops`` (token ``t-admin``, an admin) and ``guest`` (``t-viewer``).
 TOKENS = """
@@ -42,9 +42,9 @@ model = "openai/gpt-4.1-nano"
 
 def optimize_config(root: Path) -> str:
     """``CONFIG`` plus ``summarize`` registered for optimization: the offline toy task of
-    ``adapters.demo.toy`` with example files written under ``root``, BootstrapFewShot
+    ``adaptd.daemon.demo.toy`` with example files written under ``root``, BootstrapFewShot
     always (fast, deterministic) and no automatic runs (only the dashboard starts one)."""
-    from adaptd.adapters.demo import toy
+    from adaptd.daemon.demo import toy
 
     files = {}
     for name, seed, n in (("train", 1, 8), ("dev", 2, 12)):
@@ -54,9 +54,9 @@ def optimize_config(root: Path) -> str:
     return CONFIG + f"""
 [[optimize]]
 program = "summarize"
-factory = "adapters.demo.toy:make_program"
-metric = "adapters.demo.toy:exact_match"
-lm = "adapters.demo.toy:make_lm"
+factory = "adaptd.daemon.demo.toy:make_program"
+metric = "adaptd.daemon.demo.toy:exact_match"
+lm = "adaptd.daemon.demo.toy:make_lm"
 optimizer = "BootstrapFewShot"
 trigger_on_drift = false
 trainset = {json.dumps(files["trainset"])}

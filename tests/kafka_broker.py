@@ -62,8 +62,8 @@ class WorkerProcess:
                      "--batch", str(batch), "--mock-cluster"]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "WorkerProcess":
-        self._out = open(self.log_path, "ab")
+    def start(self) -> WorkerProcess:
+        self._out = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("ADAPTD_CONFIG", None)
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self._out, stderr=subprocess.STDOUT)

@@ -11,13 +11,13 @@ from typing import Any
 import dspy
 import httpx
 import orjson
-
 from conftest import wait_until
-from adaptd.adapters.demo import toy
+
+from adaptd.daemon.demo import toy
 from adaptd.streams.events import new_id
 
-TOY = {"factory": "adapters.demo.toy:make_program", "metric": "adapters.demo.toy:exact_match",
-       "lm": "adapters.demo.toy:make_lm"}
+TOY = {"factory": "adaptd.daemon.demo.toy:make_program", "metric": "adaptd.daemon.demo.toy:exact_match",
+       "lm": "adaptd.daemon.demo.toy:make_lm"}
 FINAL = ("succeeded", "failed", "interrupted", "budget_exhausted")
 
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import dspy
 import pytest
+from conftest import wait_until
 
 from adaptd.adapters import Client, InMemoryExporter
 from adaptd.adapters.adaptive_lm import AdaptiveLM, AdaptiveModule, NoRouteError
 from adaptd.adapters.route_breaker import RouteBreaker
 from adaptd.adapters.routing_table import RoutingTable, TableError, WeightedChoice
-from conftest import wait_until
 
 ANSWER = "[[ ## answer ## ]]\n{}\n\n[[ ## completed ## ]]"
 
@@ -313,7 +313,7 @@ class TableServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 etag = f'"v{outer.table["version"]}"'
                 outer.requests.append((self.path, self.headers.get("If-None-Match")))
                 outer.auth.add(self.headers.get("Authorization"))
@@ -496,7 +496,7 @@ def test_concurrent_calls_from_threads_all_succeed_while_one_route_fails(client,
         try:
             for _ in range(10):
                 results.append(lm("hi")[0])
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]

@@ -5,12 +5,14 @@ and the optimizer runs and all routing tables are readable."""
 from __future__ import annotations
 
 import datetime as dt
+
 import httpx
 import orjson
 import pytest
-
 from conftest import DaemonProcess, wait_until
-from dash_workload import CONFIG as ROUTING, TOKENS
+from dash_workload import CONFIG as ROUTING
+from dash_workload import TOKENS
+
 from adaptd.streams.events import new_id
 
 ADMIN, VIEWER = "t-admin", "t-viewer"
@@ -86,7 +88,7 @@ def test_revert_appends_the_inverse_action_once_and_explains_what_cannot_be_reve
 def test_acknowledged_signal_is_a_logged_event_that_survives_a_restart(daemon) -> None:
     auth = {"Authorization": f"Bearer {ADMIN}"}
     with httpx.Client(base_url=daemon.url, timeout=30, headers=auth) as client:
-        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         assert client.post("/v1/events", content=orjson.dumps(failing_calls(start, 30))).status_code == 200
         signal = wait_until(lambda: client.get("/v1/signals", params={"signal_type": "breaker"}).json()["items"],
                             timeout=60)[0]

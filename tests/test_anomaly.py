@@ -18,14 +18,14 @@ import pytest
 
 from adaptd.streams.events import Signal, parse_event
 from adaptd.streams.log.file import FileLog
-from adaptd.streams.processors.anomaly import AnomalyConfig, AnomalyProcessor
+from adaptd.streams.processors.anomaly.error_burst import ErrorBurstProcessor
+from adaptd.streams.processors.anomaly.processor import AnomalyConfig, AnomalyProcessor
 from adaptd.streams.processors.base import EventBatch, iso_us, to_us
-from adaptd.streams.processors.error_burst import ErrorBurstProcessor
-from adaptd.streams.processors.history import HistoryProcessor
+from adaptd.streams.processors.history.processor import HistoryProcessor
 from adaptd.streams.processors.runtime import ProcessorRuntime, rerun
 from adaptd.streams.processors.windows import US, watermarks
 
-BASE = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.timezone.utc)
+BASE = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 BASE_US = to_us(BASE)
 Rate = Callable[[str, np.ndarray], np.ndarray]
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-
 from conftest import DaemonProcess, wait_until
+
 from adaptd.streams.events import new_id
 
 TOKEN_A = "token-acme-0123456789"

@@ -7,7 +7,15 @@ import pickle
 import pytest
 
 from adaptd.daemon.adaptation.breaker import (
-    CLOSED, HALF_OPEN, OPEN, US, Breaker, BreakerConfig, due_us, record, tick,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    US,
+    Breaker,
+    BreakerConfig,
+    due_us,
+    record,
+    tick,
 )
 
 CFG = BreakerConfig(window_s=10, error_rate=0.5, min_requests=6, consecutive_failures=4, cooldown_s=5,

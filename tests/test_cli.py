@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import httpx
-
 from conftest import REPO, free_port, run_cli, wait_until
 
 
@@ -83,7 +82,7 @@ def test_emit_status_tail_and_replay_against_a_real_daemon(daemon_factory, tmp_p
     copy = tmp_path / "copy.duckdb"
     replayed = run_cli("replay", "--data-dir", str(daemon.data_dir), "--into", str(copy))
     assert replayed.returncode == 0, replayed.stderr
-    from adaptd.daemon.replay import tables_equal
+    from adaptd.daemon.readmodel.replay import tables_equal
 
     assert tables_equal(daemon.data_dir / "adaptd.duckdb", copy) == []
     _one_line_error(run_cli("replay", "--data-dir", str(daemon.data_dir), "--into", str(copy)), "exists")

@@ -8,8 +8,22 @@ import math
 from adaptd.tui.client import Backoff, SSEParser
 from adaptd.tui.keyed_table import Plan, plan_update
 from adaptd.tui.viewmodel import (
-    DashData, TailFilter, acked_signals, adaptation_rows, explain, merge_sketches, metric_vs_cost, open_incidents,
-    optimizer_jobs, overview, points, route_history, route_rows, signal_rows, sketch_quantile, tail_line,
+    DashData,
+    TailFilter,
+    acked_signals,
+    adaptation_rows,
+    explain,
+    merge_sketches,
+    metric_vs_cost,
+    open_incidents,
+    optimizer_jobs,
+    overview,
+    points,
+    route_history,
+    route_rows,
+    signal_rows,
+    sketch_quantile,
+    tail_line,
 )
 
 ALPHA = 0.0099

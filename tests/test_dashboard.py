@@ -11,16 +11,23 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from textual.command import CommandList, CommandPalette
-
 from conftest import DaemonProcess, run_cli, wait_until
 from dash_workload import CONFIG, TOKENS, optimize_config, optimizer_runs, workload
+from textual.command import CommandList, CommandPalette
+
 from adaptd.streams.events import new_id
 from adaptd.tui.app import DashApp, make_app
 from adaptd.tui.client import Backoff
 from adaptd.tui.help import HelpScreen
 from adaptd.tui.keyed_table import KeyedTable
-from adaptd.tui.screens import AdaptationsScreen, OptimizerScreen, OverviewScreen, RoutesScreen, SignalsScreen, TailScreen
+from adaptd.tui.screens import (
+    AdaptationsScreen,
+    OptimizerScreen,
+    OverviewScreen,
+    RoutesScreen,
+    SignalsScreen,
+    TailScreen,
+)
 from adaptd.tui.viewmodel import open_incidents
 from adaptd.tui.widgets import ConfirmScreen, ConnectionBanner
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from dash_server import RecordedDaemon, load
+
 from adaptd.tui.app import DashApp, make_app
 from adaptd.tui.client import Backoff
 

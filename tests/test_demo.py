@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.timeout(400)

@@ -12,13 +12,13 @@ import math
 import numpy as np
 import pytest
 
-from adaptd.streams.processors.detector_evidence import BurstRate, OnsetGate, TailRun
-from adaptd.streams.processors.detector_parts import (
+from adaptd.streams.processors.anomaly.detector_evidence import BurstRate, OnsetGate, TailRun
+from adaptd.streams.processors.anomaly.detector_parts import (
     SortedWindow,
     gaussian_surprise,
     poisson_surprise,
 )
-from adaptd.streams.processors.detectors import Detector, DetectorConfig
+from adaptd.streams.processors.anomaly.detectors import Detector, DetectorConfig
 
 MINUTE = 60.0
 #: Scores at or above this are alerts in these tests; steady noise stays below it.

@@ -2,7 +2,7 @@
 bounds its memory and restores from JSON state to continue identically.
 
 Small, fast versions of bench/drift_bench.py: 200 executions per window, a reference of 3
-windows, executions described exactly as the SDK does (``streams.features``)."""
+windows, executions described exactly as the SDK does (``adaptd.streams.features``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import random
 import pytest
 
 from adaptd.streams.features import features as describe
-from adaptd.streams.processors.drift_detector import OTHER, DriftConfig, DriftDetector, execution_features
+from adaptd.streams.processors.drift.detector import OTHER, DriftConfig, DriftDetector, execution_features
 
 WINDOW = 200
 CONFIG = DriftConfig(reference_windows=3, seed=7)

@@ -4,7 +4,7 @@ depend on batch sizes, replay or restarts.
 
 Streams are generated with explicit event times in the past (so the log's append time
 never bounds the watermark): 240 root executions per minute of program ``qa``, each with
-a text input described by ``streams.features`` as the SDK does and a graded feedback
+a text input described by ``adaptd.streams.features`` as the SDK does and a graded feedback
 score one second later.  Drift windows are 1 min with >= 200 executions; the reference
 is the first 3 windows.
 """
@@ -25,13 +25,13 @@ from adaptd.streams.events import parse_event
 from adaptd.streams.features import features as describe
 from adaptd.streams.log.base import Record
 from adaptd.streams.log.file import FileLog
-from adaptd.streams.processors.drift import DriftProcessor, DriftProcessorConfig
-from adaptd.streams.processors.drift_detector import DriftConfig
+from adaptd.streams.processors.drift.detector import DriftConfig
+from adaptd.streams.processors.drift.processor import DriftProcessor, DriftProcessorConfig
 from adaptd.streams.processors.parse import parse_records
 from adaptd.streams.processors.runtime import ProcessorRuntime, rerun
 
 PER_WINDOW = 240
-T0 = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 CONFIG = DriftProcessorConfig(window="1m", min_executions=200, detector=DriftConfig(reference_windows=3, seed=7))
 COMMON = "the a my your please help with is it this that for on and to of can you how".split()
 TOPICS = [t.split() for t in (

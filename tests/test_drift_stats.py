@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from adaptd.streams.processors import drift_stats as ds
+from adaptd.streams.processors.drift import stats as ds
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import dspy
 import litellm
 import pytest
 from dspy.utils import DummyLM
-
 from dspy_programs import Pipeline
 
 from adaptd.adapters import AdaptdCallback, Client, InMemoryExporter, execution_id_of, session

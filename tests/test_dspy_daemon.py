@@ -15,12 +15,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import dspy
 import httpx
 import pytest
+from conftest import free_port, wait_until
 from dspy.utils import DummyLM
-
 from dspy_programs import Pipeline
 
 from adaptd.adapters import AdaptdCallback, Client
-from conftest import free_port, wait_until
 
 CALLS = 200
 
@@ -61,7 +60,7 @@ class _Daemon(http.server.BaseHTTPRequestHandler):
     release = threading.Event()
     requests = 0
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         type(self).requests += 1
         self.rfile.read(int(self.headers.get("content-length", 0)))
         if self.mode == "hang":

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import duckdb
 import httpx
-
 from conftest import DaemonProcess
+
 from adaptd.streams.events import new_id
 
 TARGET_EVENTS = 50_000

@@ -9,7 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from adaptd.streams.events import (
-    DEFAULTS, KINDS, Execution, Signal, derived_id, fold_unknown, json_schema, new_id, parse_event,
+    DEFAULTS,
+    KINDS,
+    Execution,
+    Signal,
+    derived_id,
+    fold_unknown,
+    json_schema,
+    new_id,
+    parse_event,
     wire_list_adapter,
 )
 
@@ -76,5 +84,5 @@ def test_json_schema_covers_every_kind() -> None:
 
 
 def test_signal_defaults() -> None:
-    signal = Signal(id=new_id(), ts=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), signal_type="anomaly")
+    signal = Signal(id=new_id(), ts=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), signal_type="anomaly")
     assert signal.state == "open" and signal.severity == "warning"

@@ -9,14 +9,13 @@ import uuid
 
 import orjson
 import pytest
-
 from faust.types import TP
 
-from adaptd.streams.faust_app import ProcessorApp, WorkerOptions
+from adaptd.streams.kafka.app import ProcessorApp, WorkerOptions
 from adaptd.streams.log.base import Record
-from adaptd.streams.processors.history import HistoryProcessor
+from adaptd.streams.processors.history.processor import HistoryProcessor
 
-BASE = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc)
+BASE = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.UTC)
 #: The log's append time of the records (after all their event times: no future bound).
 APPENDED_MS = int(BASE.timestamp() * 1000) + 3_600_000
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from log_contract import TIMEOUT, LogContract
 
-from adaptd.streams.log import LogClosed, LogError, StreamLog, open_log
-from adaptd.streams.log import framing
+from adaptd.streams.log import LogClosed, LogError, StreamLog, framing, open_log
 from adaptd.streams.log.file import FileLog
 from adaptd.streams.log.segment import Segment
 

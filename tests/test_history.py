@@ -19,8 +19,8 @@ import pytest
 
 from adaptd.streams.events import PerfWindow, derived_id, new_id, parse_event
 from adaptd.streams.processors.base import NO_WATERMARK, EventBatch, to_us
-from adaptd.streams.processors.history import HISTORY_NS, HistoryProcessor
-from adaptd.streams.processors.sketch import ALPHA, SparseCounts, buckets, quantiles
+from adaptd.streams.processors.history.processor import HISTORY_NS, HistoryProcessor
+from adaptd.streams.processors.history.sketch import ALPHA, SparseCounts, buckets, quantiles
 from adaptd.streams.processors.windows import watermarks
 
 try:
@@ -28,7 +28,7 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.conftest import run_cli, wait_until
 
-BASE = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.timezone.utc)
+BASE = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 LATENESS_US = 5_000_000
 
 
@@ -273,7 +273,7 @@ def test_outputs_do_not_depend_on_batch_boundaries() -> None:
 
 def _now_base() -> dt.datetime:
     """A minute boundary an hour ago: event times a real daemon accepts as the past."""
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     return now.replace(second=0, microsecond=0)
 
 

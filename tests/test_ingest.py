@@ -11,7 +11,7 @@ import pytest
 from adaptd.daemon.ingest import IngestError, Limits, decompress, parse_items, prepare
 from adaptd.streams.events import new_id
 
-NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 
 def ev(**fields: object) -> dict[str, object]:

@@ -8,11 +8,11 @@ import uuid
 
 import httpx
 import orjson
+from conftest import run_cli, wait_until
 from kafka_broker import kafka_bootstrap  # noqa: F401
 
-from conftest import run_cli, wait_until
 from adaptd.streams.events import new_id
-from adaptd.streams.log.kafka import KafkaLog
+from adaptd.streams.kafka.log import KafkaLog
 
 
 def executions(n: int, program: str, start: dt.datetime) -> list[dict]:
@@ -40,7 +40,7 @@ def test_acked_events_survive_kill_9_and_are_projected_from_kafka_exactly_once(
     namespace = f"daemon-{uuid.uuid4().hex[:8]}"
     env = {"ADAPTD_LOG__URL": f"kafka://{kafka_bootstrap}/{namespace}"}
     daemon = daemon_factory("kafka", env=env).start()
-    start = dt.datetime(2026, 11, 22, 8, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 11, 22, 8, tzinfo=dt.UTC)
     sent = [executions(150, program, start) for program in ("qa", "summarize", "triage")]
     acked: list[str] = []
     with httpx.Client(base_url=daemon.url, timeout=30) as client:

@@ -9,9 +9,9 @@ import uuid
 from kafka_broker import kafka_bootstrap  # noqa: F401
 from log_contract import TIMEOUT
 
-from adaptd.streams.faust_app import ProcessorApp, WorkerOptions
-from adaptd.streams.log.kafka import KafkaLog
-from adaptd.streams.processors.history import HistoryProcessor
+from adaptd.streams.kafka.app import ProcessorApp, WorkerOptions
+from adaptd.streams.kafka.log import KafkaLog
+from adaptd.streams.processors.history.processor import HistoryProcessor
 
 
 def test_a_worker_reads_the_offsets_missing_from_its_delivery_from_the_broker(kafka_bootstrap: str) -> None:  # noqa: F811

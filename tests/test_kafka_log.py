@@ -10,8 +10,8 @@ import pytest
 from kafka_broker import kafka_bootstrap  # noqa: F401
 from log_contract import TIMEOUT, LogContract
 
+from adaptd.streams.kafka.log import KafkaLog, parse_kafka_url
 from adaptd.streams.log import LogError, StreamLog
-from adaptd.streams.log.kafka import KafkaLog, parse_kafka_url
 
 
 def topic_for(path: Path) -> str:
@@ -76,8 +76,8 @@ def test_followed_topics_are_read_as_further_partitions(kafka_bootstrap: str, to
 
 
 def test_the_daemon_log_keys_events_by_tenant_and_program(kafka_bootstrap: str, tmp_path: Path) -> None:  # noqa: F811
+    from adaptd.streams.kafka.topics import EVENTS_TOPIC, derived_topic, event_key
     from adaptd.streams.log import open_log
-    from adaptd.streams.topics import EVENTS_TOPIC, derived_topic, event_key
 
     log = open_log(f"kafka://{kafka_bootstrap}", tmp_path)
     other = open_log(f"kafka://{kafka_bootstrap}/team-2", tmp_path)

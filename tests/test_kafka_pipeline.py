@@ -19,10 +19,10 @@ import duckdb
 import httpx
 import orjson
 import pytest
+from conftest import DaemonProcess, wait_until
 from kafka_broker import WorkerProcess, kafka_bootstrap  # noqa: F401
 
-from conftest import DaemonProcess, wait_until
-from adaptd.streams.log.kafka import KafkaLog
+from adaptd.streams.kafka.log import KafkaLog
 
 PROGRAMS = ("checkout", "qa", "triage")
 WINDOWS = ("10s", "1m", "1h")
@@ -93,7 +93,7 @@ def table_diffs(db_a: Path, db_b: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workload() -> list[dict]:
-    return make_workload(dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=20))
+    return make_workload(dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=20))
 
 
 def run_embedded(data_dir: Path, workload: list[dict]) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import dspy
 import httpx
 import pytest
 
-from adaptd.adapters.demo.mock_provider import MockProvider, MockServer, decide, main, output_fields, render_reply
-from adaptd.adapters.demo.scenarios import (
+from adaptd.daemon.demo.mock_provider import MockProvider, MockServer, decide, main, output_fields, render_reply
+from adaptd.daemon.demo.scenarios import (
     SCENARIOS,
     Behaviour,
     Phase,

@@ -9,10 +9,10 @@ import random
 
 import dspy
 import httpx
-
 from conftest import wait_until
-from adaptd.adapters.demo import toy
 from optimize_kit import live_request, post, production, timeline, write_config
+
+from adaptd.daemon.demo import toy
 from adaptd.streams.events import new_id
 
 WINDOW_S, PER_WINDOW = 10, 60
@@ -47,7 +47,7 @@ def _live_round(client: httpx.Client, rng: random.Random, lm: toy.ToyLM, questio
         route, p = live_request(rng, table)
         with dspy.context(lm=lm):
             answer = variants[route](question=q).answer
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        now = dt.datetime.now(dt.UTC).isoformat()
         exe = str(new_id())
         events += [
             {"id": exe, "kind": "execution", "program": "toy", "route": route, "ts": now, "duration_ms": 30.0,
@@ -68,8 +68,8 @@ def _steps(items: list[dict]) -> list[tuple[str, str | None]]:
 
 def test_a_quality_drift_ends_with_a_reoptimized_version_promoted_through_a_canary(daemon_factory, tmp_path):
     daemon = daemon_factory(config=_config(tmp_path)).start()
-    start = dt.datetime.fromtimestamp((int(dt.datetime.now(dt.timezone.utc).timestamp()) // 60 - 30) * 60,
-                                      dt.timezone.utc)
+    start = dt.datetime.fromtimestamp((int(dt.datetime.now(dt.UTC).timestamp()) // 60 - 30) * 60,
+                                      dt.UTC)
     spacing = WINDOW_S / PER_WINDOW
     before = production(toy.questions("words", 6 * PER_WINDOW, seed=1), start, spacing, lm_seed=1)
     regression_start = start + dt.timedelta(seconds=6 * WINDOW_S)

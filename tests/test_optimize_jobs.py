@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
-
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import DaemonProcess, run_cli, wait_until
-from adaptd.adapters.demo import toy
 from optimize_kit import FINAL, example_file, post, production, wait_job, write_config
+
+from adaptd.daemon.demo import toy
 
 
 def _config(tmp_path: Path, **optimize) -> Path:
@@ -109,7 +108,7 @@ def test_bad_job_requests_get_a_4xx_saying_what_to_fix(shared):
 
 def test_cli_auto_selects_an_optimizer_and_exports_the_harvested_trainset(shared, tmp_path):
     daemon = shared
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
     questions = toy.questions("words", 12, seed=3)
     events = production(questions + questions[:4], start, 1.0, name="harvested")  # 4 repeated inputs
     with httpx.Client(base_url=daemon.url, timeout=30) as client:

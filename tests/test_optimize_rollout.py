@@ -7,11 +7,11 @@ import datetime as dt
 import random
 
 import httpx
-
 from conftest import wait_until
+from optimize_kit import example_file, live_request, post, timeline, wait_job, write_config
+
 from adaptd.daemon.optimize.records import SOURCE
 from adaptd.daemon.optimize.rollout import canary_verdict, fold, gate, is_quality_drift, reoptimize_decision
-from optimize_kit import example_file, live_request, post, timeline, wait_job, write_config
 from adaptd.streams.events import new_id
 
 
@@ -70,7 +70,7 @@ def test_a_drift_incident_reoptimizes_once_within_the_minimum_interval_and_not_o
     assert reoptimize_decision("i1", last_auto_s=10_000.0 - 3601, **kw) == (True, None)
     assert reoptimize_decision("i1", **{**kw, "handled": {"i1"}}, last_auto_s=None) == (False, None)
     go, why = reoptimize_decision("i2", last_auto_s=10_000.0 - 60, **kw)
-    assert not go and "last automatic run 60 s ago (min_interval_s 3600)" == why
+    assert not go and why == "last automatic run 60 s ago (min_interval_s 3600)"
     assert reoptimize_decision("i3", **{**kw, "job_statuses": ["running"]}, last_auto_s=None) == (
         False, "a job of the program is unfinished")
     assert reoptimize_decision("i4", **{**kw, "canary_version": "v2"}, last_auto_s=None)[1] == (
@@ -101,7 +101,7 @@ def test_a_canary_whose_live_quality_is_worse_is_rolled_back_automatically(daemo
             events = []
             for _ in range(10):
                 route, p = live_request(rng, table)
-                now, exe = dt.datetime.now(dt.timezone.utc).isoformat(), str(new_id())
+                now, exe = dt.datetime.now(dt.UTC).isoformat(), str(new_id())
                 events += [
                     {"id": exe, "kind": "execution", "program": "toy", "route": route, "ts": now},
                     {"id": str(new_id()), "kind": "route_decision", "program": "toy", "route": route, "ts": now,

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import wait_until
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
 from adaptd.adapters import AdaptdSpanProcessor, Client, InMemoryExporter
-from conftest import wait_until
 from adaptd.streams.otel_map import execution_id
 
 

@@ -62,7 +62,7 @@ def test_openinference_llm_span_maps_to_an_execution_and_an_lm_call_with_exact_f
     execution, lm_call = map_span(span(name="LM.__call__", attributes=attributes))
 
     eid = execution_id(TRACE, CHILD)
-    ts = dt.datetime(2025, 11, 22, 10, 0, tzinfo=dt.timezone.utc)
+    ts = dt.datetime(2025, 11, 22, 10, 0, tzinfo=dt.UTC)
     assert execution == {
         "kind": "execution", "id": eid, "ts": ts, "program": "qa", "module": "LM.__call__",
         "module_type": "LLM", "status": "ok", "trace_id": TRACE, "span_id": CHILD,

@@ -6,12 +6,14 @@ import contextlib
 import gzip
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
 import orjson
 import pytest
+from conftest import DaemonProcess, wait_until
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -19,7 +21,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from conftest import DaemonProcess, wait_until
 from adaptd.streams.otel_map import execution_id, lm_call_id
 
 TOKEN_A = "token-acme-otlp-0123456789"
@@ -310,7 +311,7 @@ def traced_dspy(daemon: DaemonProcess) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def openinference_tracing(daemon: DaemonProcess) -> Iterator[Any]:
-    """OpenInference's DSPy instrumentation exporting to ``daemon`` over OTLP/HTTP protobuf."""
+    """OpenInference's DSPy instrumentation exporting to ``adaptd.daemon`` over OTLP/HTTP protobuf."""
     import dspy
     from openinference.instrumentation.dspy import DSPyInstrumentor
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

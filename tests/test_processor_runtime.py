@@ -17,12 +17,12 @@ import httpx
 import orjson
 import pytest
 
-from adaptd.daemon.projector import Projector
-from adaptd.daemon.replay import check_derived, replay, tables_equal
-from adaptd.daemon.store import Store
+from adaptd.daemon.readmodel.projector import Projector
+from adaptd.daemon.readmodel.replay import check_derived, replay, tables_equal
+from adaptd.daemon.readmodel.store import Store
 from adaptd.streams.events import derived_id, parse_event
 from adaptd.streams.log.file import FileLog
-from adaptd.streams.processors.history import HistoryProcessor
+from adaptd.streams.processors.history.processor import HistoryProcessor
 from adaptd.streams.processors.runtime import ProcessorRuntime, rerun
 
 try:

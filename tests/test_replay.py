@@ -9,9 +9,9 @@ import duckdb
 import orjson
 import pytest
 
-from adaptd.daemon.projector import Projector
-from adaptd.daemon.replay import replay, tables_equal
-from adaptd.daemon.store import Store
+from adaptd.daemon.readmodel.projector import Projector
+from adaptd.daemon.readmodel.replay import replay, tables_equal
+from adaptd.daemon.readmodel.store import Store
 from adaptd.streams.events import KINDS, new_id
 
 try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adaptd.daemon.revert import Inverse, NotRevertible, inverse
+from adaptd.daemon.adaptation.revert import Inverse, NotRevertible, inverse
 
 
 def a(action: str, route: str | None = None, **details) -> dict:

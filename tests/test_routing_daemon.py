@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import orjson
-
 from conftest import run_cli, wait_until
-from adaptd.daemon.replay import tables_equal
+
+from adaptd.daemon.readmodel.replay import tables_equal
 from adaptd.streams.events import new_id
 
 CONFIG = """
@@ -51,7 +51,7 @@ def test_routing_tables_follow_outcomes_and_admin_actions_and_replay_equal(daemo
         bad = client.post("/v1/routing/qa/pin", json={"route": "nope"})
         assert bad.status_code == 422 and "primary, backup" in bad.json()["detail"]
 
-        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         answer = client.post("/v1/events", content=orjson.dumps(_calls(start, 60, failing="primary")))
         assert answer.status_code == 200 and not answer.json()["rejected"]
 

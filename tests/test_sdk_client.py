@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 import adaptd.adapters as adapters
 from adaptd.adapters import Client, ExportResult, InMemoryExporter
-from conftest import wait_until
-
-
 
 
 class GateExporter(InMemoryExporter):
@@ -97,7 +95,7 @@ def test_a_full_batch_is_exported_without_waiting_for_the_schedule_delay(make_cl
 
 def test_worker_fills_in_uuid7_id_iso_ts_and_source_but_keeps_given_ones(make_client):
     ex = InMemoryExporter()
-    epoch = datetime.datetime(2026, 11, 22, 10, tzinfo=datetime.timezone.utc).timestamp()
+    epoch = datetime.datetime(2026, 11, 22, 10, tzinfo=datetime.UTC).timestamp()
     t_ns = int(epoch) * 1_000_000_000 + 123_456_789  # 2026-11-22T10:00:00.123456789Z
     client = make_client(exporter=ex, time_ns=lambda: t_ns, source="svc")
     client.emit("execution", program="qa")
@@ -318,7 +316,7 @@ class Recorder:
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         rec: Recorder = self.server.rec  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self.headers.get("Content-Encoding") == "gzip":

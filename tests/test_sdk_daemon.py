@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from conftest import DaemonProcess, free_port, wait_until
 
 from adaptd.adapters import Client
-from conftest import DaemonProcess, free_port, wait_until
 from adaptd.streams.events import new_id
 
 

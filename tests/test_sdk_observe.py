@@ -1,4 +1,4 @@
-"""Specs of ``adapters.observe`` and ``adapters.features``."""
+"""Specs of ``adaptd.adapters.observe`` and ``adaptd.adapters.features``."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def test_features_are_pure_and_never_contain_the_value():
     assert features([1, 2])["len"] == 2 and features(b"\x00\x01")["len"] == 2
 
     class Record:
-        def toDict(self) -> dict:  # noqa: N802 (DSPy's spelling)
+        def toDict(self) -> dict:
             return {"answer": "x"}
 
     class Opaque:
@@ -233,7 +233,7 @@ def test_observe_never_breaks_the_program_when_the_sdk_fails(sink):
     client, ex = sink
 
     class Broken:
-        def toDict(self):  # noqa: N802
+        def toDict(self):
             raise RuntimeError("no")
 
         def __len__(self):

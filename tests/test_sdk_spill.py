@@ -10,10 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import wait_until
 
 from adaptd.adapters import Client, InMemoryExporter
 from adaptd.adapters.spill import Spill, default_spill_dir
-from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import httpx
 import orjson
-
 from conftest import run_cli, wait_until
-from adaptd.daemon.replay import tables_equal
+
+from adaptd.daemon.readmodel.replay import tables_equal
 from adaptd.streams.events import new_id
 
 RATE = 20  # requests per second of event time
@@ -37,7 +37,7 @@ def test_an_error_burst_becomes_one_signal_in_duckdb_and_in_the_alert_file(daemo
     config.write_text(f'[[alerts.files]]\npath = "{alerts}"\n')
     daemon = daemon_factory("signals", config=config).start()
     rng = random.Random(7)
-    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=20)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=20)
     steady = _executions(start, 600, 0.01, rng)  # 10 min at 1% errors
     burst_start = start + dt.timedelta(seconds=600)
     burst = _executions(burst_start, 20, 0.30, rng)  # then 30% errors

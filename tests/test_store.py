@@ -19,14 +19,14 @@ import duckdb
 import orjson
 import pytest
 
-from adaptd.daemon.migrations import EVENT_TABLES, LATEST_VERSION, MigrationError, migrate
-from adaptd.daemon.projector import Projector
-from adaptd.daemon.store import Store
+from adaptd.daemon.readmodel.migrations import EVENT_TABLES, LATEST_VERSION, MigrationError, migrate
+from adaptd.daemon.readmodel.projector import Projector
+from adaptd.daemon.readmodel.store import Store
 from adaptd.streams.events import KINDS, DeadLetter, new_id
 from adaptd.streams.log.base import LogStats, Record, StreamLog
 
 REPO = Path(__file__).resolve().parents[1]
-T0 = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 
 
 class MemoryLog(StreamLog):
@@ -391,7 +391,7 @@ def test_reads_run_while_the_projector_writes(tmp_path: Path) -> None:
 
 _CHILD = """
 import sys, uuid, orjson
-from adaptd.daemon.store import Store
+from adaptd.daemon.readmodel.store import Store
 from adaptd.streams.log.base import Record
 NS = uuid.UUID(int=7)
 store = Store(sys.argv[1])

@@ -40,7 +40,7 @@ TAIL_LINES = 2000
 
 def utc_clock() -> str:
     """Wall-clock ``HH:MM:SS`` UTC: when data arrived (tests inject a fixed clock)."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S")
+    return dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
 
 
 class DashApp(App):
@@ -142,7 +142,7 @@ class DashApp(App):
                 delay = self.poll_s
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     @work(exclusive=True, group="stream")

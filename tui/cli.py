@@ -1,6 +1,6 @@
 """``adaptd dash``: the Textual dashboard for a running daemon.
 
-Kept import-light (Textual loads only when the command runs), since ``daemon.cli``
+Kept import-light (Textual loads only when the command runs), since ``adaptd.daemon.cli.main``
 registers it at its own import.
 """
 

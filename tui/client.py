@@ -1,6 +1,6 @@
 """The dashboard's only way to the daemon: async HTTP calls and the SSE live tail.
 
-``DaemonClient`` is called from Textual workers only (see ``tui.app``); it raises
+``DaemonClient`` is called from Textual workers only (see ``adaptd.tui.app``); it raises
 ``DaemonDown`` when the daemon cannot be reached and ``ActionRefused`` with the daemon's
 own reason when it answers an action with 4xx/5xx.  ``Backoff`` spaces the reconnect
 attempts; ``SSEParser`` turns the stream's lines into events.

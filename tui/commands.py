@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 #: (title, help, app action) offered in the palette.

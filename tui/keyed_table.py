@@ -77,14 +77,14 @@ class KeyedTable(ScrollView, can_focus=True):
     class RowHighlighted(Message):
         """The cursor moved to the row ``key``."""
 
-        def __init__(self, table: "KeyedTable", key: Hashable) -> None:
+        def __init__(self, table: KeyedTable, key: Hashable) -> None:
             super().__init__()
             self.table, self.key = table, key
 
     class RowSelected(Message):
         """Enter (or a click on the highlighted row) on the row ``key``."""
 
-        def __init__(self, table: "KeyedTable", key: Hashable) -> None:
+        def __init__(self, table: KeyedTable, key: Hashable) -> None:
             super().__init__()
             self.table, self.key = table, key
 

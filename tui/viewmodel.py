@@ -374,7 +374,7 @@ class TailFilter:
     words: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> "TailFilter":
+    def parse(cls, text: str) -> TailFilter:
         """Parse the filter box; an empty text matches everything."""
         fields, words = [], []
         for term in text.split():

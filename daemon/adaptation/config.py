@@ -64,7 +64,7 @@ class ProgramRouting(BaseModel):
     hysteresis: float = Field(default=0.05, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "ProgramRouting":
+    def _check(self) -> ProgramRouting:
         names = [r.name for r in self.routes]
         if len(set(names)) != len(names):
             raise ValueError(f"program {self.program!r}: duplicate route names {sorted(names)}")

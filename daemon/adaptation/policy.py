@@ -57,9 +57,6 @@ from typing import Any
 
 import numpy as np
 
-from adaptd.streams.events import SCHEMA_VERSION, derived_id
-from adaptd.streams.processors.base import EventBatch, SOURCE_KINDS, iso_us, to_us
-
 from adaptd.daemon.adaptation import breaker as brk
 from adaptd.daemon.adaptation import canary
 from adaptd.daemon.adaptation.bandit import prob_best
@@ -67,6 +64,8 @@ from adaptd.daemon.adaptation.config import ProgramRouting
 from adaptd.daemon.adaptation.policy_state import PolicyConfig, PolicyState, ProgramState
 from adaptd.daemon.adaptation.posteriors import US, RouteStats
 from adaptd.daemon.adaptation.table import table, weights
+from adaptd.streams.events import SCHEMA_VERSION, derived_id
+from adaptd.streams.processors.base import SOURCE_KINDS, EventBatch, iso_us, to_us
 
 POLICY_NS = uuid.UUID("5a1f3e77-2c9b-4d61-8e0a-7b3c9d4f2e18")
 #: Admin actions the policy obeys (``adaptation`` events from the admin API).
@@ -86,7 +85,7 @@ def _num(x: Any) -> float | None:
 
 
 class RoutingPolicy:
-    """The routing policy as a source processor (see ``streams.processors.base``).
+    """The routing policy as a source processor (see ``adaptd.streams.processors.base``).
 
     ``fold`` is the pure core over plain event dicts; ``process`` adapts the runtime's
     ``EventBatch`` (plus, once the runtime provides them, ``signal`` / ``adaptation``

@@ -14,5 +14,5 @@ Modules, pure logic first:
 - ``jobs``: the job manager (worker thread, persistence as events, resume).
 - ``service``: the drift trigger and the rollout driver (a polling thread).
 - ``api`` / ``cli``: the HTTP endpoints and the ``adaptd optimize`` / ``trainset`` commands.
-(``adapters.demo.toy`` is a tiny offline task with a scripted LM for trying it out.)
+(``adaptd.daemon.demo.toy`` is a tiny offline task with a scripted LM for trying it out.)
 """

@@ -54,10 +54,10 @@ class BudgetLM(dspy.BaseLM):
         """Not used: ``__call__`` / ``acall`` delegate whole calls to ``inner``."""
         raise NotImplementedError("BudgetLM delegates whole calls; call it")
 
-    def copy(self, **kwargs: Any) -> "BudgetLM":
+    def copy(self, **kwargs: Any) -> BudgetLM:
         return BudgetLM(self.inner.copy(**kwargs), self.budget)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "BudgetLM":
+    def __deepcopy__(self, memo: dict[int, Any]) -> BudgetLM:
         return self  # shared runtime state, like a provider client
 
     def __getattr__(self, name: str) -> Any:

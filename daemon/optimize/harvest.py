@@ -4,7 +4,7 @@ An execution becomes an example when it is a program's root call, its raw inputs
 outputs were captured (``AdaptdCallback(capture_content=True)``) and the mean score of
 its feedback is at least the threshold: its outputs are then a label worth copying.
 Duplicates are dropped by *input sketch*: per input field the content hash (``sketch``
-of ``streams.features``, the same the SDK sends when content is not captured) of the
+of ``adaptd.streams.features``, the same the SDK sends when content is not captured) of the
 value with whitespace and case normalised; the newest execution of each input wins.
 
 Example files hold one ``{"inputs": {...}, "outputs": {...}}`` object per line.

@@ -29,13 +29,13 @@ from typing import Any
 
 import uuid_utils
 
-from adaptd.daemon.optimize import queries
 from adaptd.daemon.optimize.budget import Budget
 from adaptd.daemon.optimize.harvest import ExampleFileError, harvest, read_examples, split, write_examples
 from adaptd.daemon.optimize.recommend import RecommendError, Situation, missing_packages, recommend, spec_of
-from adaptd.daemon.optimize.records import AppendError, Appender, optimizer_run
+from adaptd.daemon.optimize.records import Appender, AppendError, optimizer_run
 from adaptd.daemon.optimize.runner import RunResult, run_optimization
 from adaptd.daemon.optimize.settings import OptimizeProgram
+from adaptd.daemon.readmodel import optimizer_queries as queries
 
 logger = logging.getLogger("adaptd.optimize")
 
@@ -82,7 +82,7 @@ class JobSpec:
     recommendation: dict[str, Any] | None = None
 
     @classmethod
-    def from_details(cls, details: Mapping[str, Any]) -> "JobSpec":
+    def from_details(cls, details: Mapping[str, Any]) -> JobSpec:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in details.items() if k in names})
 

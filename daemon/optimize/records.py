@@ -16,15 +16,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from adaptd.streams.events import new_id
-
 from adaptd.daemon.ingest import Limits, prepare
+from adaptd.streams.events import new_id
 
 SOURCE = "adaptd.optimize"
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat()
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
 def optimizer_run(tenant: str, job_id: str, program: str, optimizer: str, status: str, *, ts: float,
@@ -73,7 +72,7 @@ class Appender:
         if not events:
             return []
         tenant = events[0]["tenant"]
-        prepared = prepare([dict(e) for e in events], tenant=tenant, received=dt.datetime.now(dt.timezone.utc),
+        prepared = prepare([dict(e) for e in events], tenant=tenant, received=dt.datetime.now(dt.UTC),
                            limits=self.limits, allow_derived=True)
         if prepared.rejected:
             raise AppendError(f"optimize event invalid: {prepared.rejected[0]['reason']}")

@@ -25,12 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from adaptd.daemon.config import ConfigError
-from adaptd.daemon.optimize import queries
 from adaptd.daemon.optimize.jobs import JobError, JobManager, JobSpec
-from adaptd.daemon.optimize.records import AppendError, Appender, adaptation
-from adaptd.daemon.optimize.rollout import BASE_VERSION, SlotState, canary_verdict, fold, gate, is_quality_drift, reoptimize_decision
+from adaptd.daemon.optimize.records import Appender, AppendError, adaptation
+from adaptd.daemon.optimize.rollout import (
+    BASE_VERSION,
+    SlotState,
+    canary_verdict,
+    fold,
+    gate,
+    is_quality_drift,
+    reoptimize_decision,
+)
 from adaptd.daemon.optimize.runner import RunResult
 from adaptd.daemon.optimize.settings import OptimizeProgram
+from adaptd.daemon.readmodel import optimizer_queries as queries
 
 logger = logging.getLogger("adaptd.optimize")
 

@@ -79,7 +79,7 @@ class OptimizeProgram(BaseModel):
         return _check_path(value)
 
     @model_validator(mode="after")
-    def _check(self) -> "OptimizeProgram":
+    def _check(self) -> OptimizeProgram:
         if self.routes is not None and self.routes[0] == self.routes[1]:
             raise ValueError(f"optimize {self.program!r}: routes must be two different routes")
         return self

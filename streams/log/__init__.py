@@ -25,7 +25,7 @@ def open_log(url: str, data_dir: Path, **options: Any) -> StreamLog:
         path = Path(url[len("file://"):]) if url.startswith("file://") and len(url) > 7 else data_dir / "log"
         return FileLog(path, **options)
     if url.startswith("kafka://"):
-        from adaptd.streams.log.kafka_open import open_kafka_log
+        from adaptd.streams.kafka.log_open import open_kafka_log
 
         return open_kafka_log(url)
     raise LogError(f"unknown log url {url!r}: use 'file' (embedded) or kafka://HOST:PORT")

@@ -125,7 +125,7 @@ class StreamLog(abc.ABC):
         Idempotent.  Appends submitted after close fail with LogClosed.
         """
 
-    def __enter__(self) -> "StreamLog":
+    def __enter__(self) -> StreamLog:
         return self
 
     def __exit__(self, *exc: object) -> None:

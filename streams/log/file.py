@@ -23,10 +23,11 @@ import threading
 import time
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from itertools import repeat
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from adaptd.streams.log import framing
 from adaptd.streams.log.base import LogClosed, LogError, LogStats, Record, StreamLog

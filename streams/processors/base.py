@@ -21,7 +21,7 @@ run partitioned by key, as Faust agents):
   arrived), never against the batch-end watermark.
 - **Keyed.**  Outputs for a key depend only on that key's events and the watermark, so
   partitioning the stream by key gives the same outputs.
-- **Deterministic ids.**  Every output's ``id`` is ``streams.events.derived_id`` of what
+- **Deterministic ids.**  Every output's ``id`` is ``adaptd.streams.events.derived_id`` of what
   identifies it (e.g. processor name + key + window size + window start): a re-run after
   a crash re-emits the very same events, which projection stores once.
 - **Serialisable state.**  The runtime snapshots states with ``pickle`` (protocol 5), so a
@@ -52,7 +52,7 @@ EXECUTION, LM_CALL, FEEDBACK, ROUTE_DECISION = (KIND_CODE[k] for k in SOURCE_KIN
 #: Watermark before any event was seen (far in the past, yet safe from int64 overflow).
 NO_WATERMARK = -(2**62)
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def to_us(value: dt.datetime | str) -> int:
@@ -60,7 +60,7 @@ def to_us(value: dt.datetime | str) -> int:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -88,7 +88,7 @@ class Cat:
         return None if c < 0 else self.values[c]
 
     @classmethod
-    def from_list(cls, items: Sequence[str | None]) -> "Cat":
+    def from_list(cls, items: Sequence[str | None]) -> Cat:
         """Encode a list of strings / None (values in order of first appearance)."""
         index: dict[str, int] = {}
         codes = np.fromiter(
@@ -96,7 +96,7 @@ class Cat:
         )
         return cls(codes, list(index))
 
-    def take(self, rows: np.ndarray) -> "Cat":
+    def take(self, rows: np.ndarray) -> Cat:
         """The rows ``rows`` (an index or boolean array); values are shared."""
         return Cat(self.codes[rows], self.values)
 
@@ -151,13 +151,13 @@ class EventBatch:
         return len(self.kind)
 
     @classmethod
-    def empty(cls) -> "EventBatch":
+    def empty(cls) -> EventBatch:
         """A batch of no events."""
         return cls.from_events([])
 
     @classmethod
     def from_events(cls, events: Sequence[Mapping[str, Any]], offsets: Sequence[int] | None = None,
-                    append_ms: Sequence[int] | None = None, columns: Iterable[str] = ()) -> "EventBatch":
+                    append_ms: Sequence[int] | None = None, columns: Iterable[str] = ()) -> EventBatch:
         """Build a batch from event dicts (the slow path: tests, and logs JSON can't bulk-parse).
 
         Events of kinds outside ``SOURCE_KINDS`` are skipped.  ``ts`` may be a datetime
@@ -200,7 +200,7 @@ class EventBatch:
                 batch.tenant = Cat.from_list([e.get("tenant") or "default" for _, e in rows])
         return batch
 
-    def take(self, rows: np.ndarray) -> "EventBatch":
+    def take(self, rows: np.ndarray) -> EventBatch:
         """The events selected by ``rows`` (index or boolean array), in order."""
         index = np.flatnonzero(rows) if rows.dtype == bool else rows
         pick = index.tolist()

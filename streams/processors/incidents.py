@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from adaptd.streams.events import SCHEMA_VERSION, derived_id
-
 from adaptd.streams.processors.base import iso_us
-from adaptd.streams.processors.history_state import Key
+from adaptd.streams.processors.keys import Key
 
 #: Namespace of incident and signal ids (see ``incident_id`` / ``signal_id``).
 ANOMALY_NS = uuid.UUID("8d2b6c1e-5f0a-4c3e-9a7d-1b4e2f6a9c05")
@@ -80,7 +79,7 @@ def finite(value: float | None, digits: int = 6) -> float | None:
 def signal_event(*, source: str, key: Key, metric: str, state: str, incident: Incident, ts_us: int,
                  window_start_us: int | None, score: float, explanation: dict[str, Any],
                  severity: str | None = None) -> dict[str, Any]:
-    """A JSON-ready ``signal`` event (``streams.events.Signal``) of ``incident``.
+    """A JSON-ready ``signal`` event (``adaptd.streams.events.Signal``) of ``incident``.
 
     ``ts`` and ``window_end`` are ``ts_us``; ``severity`` defaults to the incident's; the
     id is ``signal_id(source, incident.id, state, incident.signals)``, so the caller bumps

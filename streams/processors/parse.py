@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from adaptd.streams.log.base import Record
-
 from adaptd.streams.processors.base import KIND_CODE, SOURCE_KINDS, Cat, EventBatch
 
 _SCHEMA = pa.schema([

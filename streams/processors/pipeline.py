@@ -1,7 +1,7 @@
 """The processors of one runtime as a pipeline: which kinds they read, and one fold step.
 
-The embedded runtime (``streams.processors.runtime``) and a Kafka partition's fold
-(``streams.partition_fold``) run exactly this code, so both modes derive the same events
+The embedded runtime (``adaptd.streams.processors.runtime``) and a Kafka partition's fold
+(``adaptd.streams.kafka.partition_fold``) run exactly this code, so both modes derive the same events
 from the same records: parse the source kinds, compute per-event watermarks, run the
 source processors on the batch and each derived one on its upstream's outputs.
 Pure: no clock, no I/O; the states are updated in place.

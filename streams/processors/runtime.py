@@ -32,7 +32,6 @@ from typing import Any
 import orjson
 
 from adaptd.streams.log.base import LogError, StreamLog
-
 from adaptd.streams.processors.base import NO_WATERMARK, DerivedProcessor, SourceProcessor, iso_us
 from adaptd.streams.processors.pipeline import Pipeline
 from adaptd.streams.processors.snapshot import SnapshotError, read_snapshot, write_snapshot

@@ -22,7 +22,7 @@ class DashScreen(Screen):
     LABEL = ""
 
     @property
-    def dash(self) -> "DashApp":
+    def dash(self) -> DashApp:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:

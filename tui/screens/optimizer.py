@@ -8,8 +8,8 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from adaptd.tui.keyed_table import KeyedTable
-from adaptd.tui.viewmodel import OPTIMIZER_COLUMNS, DashData, metric_vs_cost, optimizer_jobs
 from adaptd.tui.screens.base import DashScreen
+from adaptd.tui.viewmodel import OPTIMIZER_COLUMNS, DashData, metric_vs_cost, optimizer_jobs
 
 #: Where a new optimization job is asked for (the optimizer's API, issue 6).
 JOBS_PATH = "/v1/optimization/jobs"

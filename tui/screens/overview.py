@@ -7,8 +7,8 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 from textual_plotext import PlotextPlot
 
-from adaptd.tui.viewmodel import DashData, overview
 from adaptd.tui.screens.base import DashScreen
+from adaptd.tui.viewmodel import DashData, overview
 
 CARDS = ("events/s", "success", "p50", "p95", "cost/hour", "open incidents")
 SPARKS = (("events_per_s", "events/s"), ("success", "success"), ("p95_ms", "p95 ms"),

@@ -9,8 +9,8 @@ from textual.widgets import Label
 from textual_plotext import PlotextPlot
 
 from adaptd.tui.keyed_table import KeyedTable
-from adaptd.tui.viewmodel import ROUTE_COLUMNS, DashData, RouteRows, route_history
 from adaptd.tui.screens.base import DashScreen
+from adaptd.tui.viewmodel import ROUTE_COLUMNS, DashData, RouteRows, route_history
 
 
 class RoutesScreen(DashScreen):

@@ -7,8 +7,8 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from adaptd.tui.keyed_table import KeyedTable
-from adaptd.tui.viewmodel import SIGNAL_COLUMNS, DashData, signal_rows
 from adaptd.tui.screens.base import DashScreen
+from adaptd.tui.viewmodel import SIGNAL_COLUMNS, DashData, signal_rows
 
 
 class SignalsScreen(DashScreen):

@@ -6,8 +6,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input, Log
 
-from adaptd.tui.viewmodel import DashData, TailFilter
 from adaptd.tui.screens.base import DashScreen
+from adaptd.tui.viewmodel import DashData, TailFilter
 
 
 class TailScreen(DashScreen):

@@ -1,0 +1,126 @@
+"""``adaptd optimize`` and ``adaptd trainset export``: the optimization commands (over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from adaptd.daemon.cli.common import client, detail, fail, request, token_option, url_option
+
+_FINAL = ("succeeded", "failed", "interrupted", "budget_exhausted")
+
+
+def _print_recommendation(rec: dict[str, Any]) -> None:
+    if rec.get("optimizer") is None:
+        click.echo(f"no optimizer fits: {rec.get('error')}")
+        return
+    est = rec.get("cost_estimate") or {}
+    click.echo(f"optimizer: {rec['optimizer']}{' (your choice)' if rec.get('overridden') else ''}"
+               f"  params: {json.dumps(rec.get('params') or {})}")
+    click.echo(f"estimate:  ~{est.get('lm_calls')} LM calls, ~${est.get('usd', 0):.4f}")
+    for line in rec.get("reasoning") or []:
+        click.echo(f"  - {line}")
+    alts = [a for a in rec.get("alternatives") or []][:5]
+    if alts:
+        click.echo("alternatives:")
+        for a in alts:
+            state = "eligible" if a["eligible"] else "not eligible: " + "; ".join(a["why_not"])
+            click.echo(f"  {a['optimizer']:<34} utility {a['utility']:+.4f}  gain {a['expected_gain']:.3f}"
+                       f"  ~{a['est_lm_calls']} calls  {state}")
+
+
+@click.command()
+@url_option
+@token_option
+@click.argument("program")
+@click.option("--auto-select", is_flag=True, help="Let adaptd pick the optimizer (the default when no --optimizer).")
+@click.option("--optimizer", help="Use this optimizer (overrides the recommendation), e.g. MIPROv2-light.")
+@click.option("--budget-usd", type=click.FloatRange(min=0), help="Cost ceiling of this run (default: config).")
+@click.option("--budget-lm-calls", type=click.IntRange(min=1), help="LM-call ceiling of this run (default: config).")
+@click.option("--recommend-only", is_flag=True, help="Print the recommendation; queue nothing.")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None,
+              help="Wait up to this many seconds for the job to finish.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def optimize(url: str, token: str | None, program: str, auto_select: bool, optimizer: str | None,
+             budget_usd: float | None, budget_lm_calls: int | None, recommend_only: bool, wait_s: float | None,
+             as_json: bool) -> None:
+    """Recommend an optimizer for PROGRAM and queue an optimization job."""
+    if auto_select and optimizer:
+        fail("--auto-select and --optimizer exclude each other: pick one")
+    body: dict[str, Any] = {"program": program}
+    if optimizer:
+        body["optimizer"] = optimizer
+    if budget_usd is not None:
+        body["budget_usd"] = budget_usd
+    if budget_lm_calls is not None:
+        body["budget_lm_calls"] = budget_lm_calls
+    rec = request(url, token, "POST", "/v1/optimization/recommend", json=body)
+    if recommend_only:
+        click.echo(json.dumps(rec, indent=2) if as_json else "", nl=as_json)
+        if not as_json:
+            _print_recommendation(rec)
+        return
+    if rec.get("optimizer") is None:
+        fail(f"no optimizer fits {program!r}: {rec.get('error')}")
+    job_body = {k: v for k, v in body.items() if k != "optimizer"}
+    job_body["optimizer"] = rec["optimizer"]
+    job = request(url, token, "POST", "/v1/optimization/jobs", json=job_body)
+    if not as_json:
+        _print_recommendation(rec)
+        click.echo(f"job {job['job_id']} queued")
+    final = _wait(url, token, job["job_id"], wait_s) if wait_s is not None else None
+    if as_json:
+        click.echo(json.dumps({"recommendation": rec, "job": job, "final": final}, indent=2))
+    elif final is not None:
+        click.echo(f"job {job['job_id']}: {final['status']}  score {final.get('score_before')} -> "
+                   f"{final.get('score_after')}  {final.get('lm_calls')} LM calls  ${final.get('cost_usd')}")
+
+
+def _wait(url: str, token: str | None, job_id: str, wait_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        latest = request(url, token, "GET", f"/v1/optimization/jobs/{job_id}")["latest"]
+        if latest["status"] in _FINAL or time.monotonic() >= deadline:
+            return latest
+        time.sleep(0.5)
+
+
+@click.group()
+def trainset() -> None:
+    """Training examples harvested from production."""
+
+
+@trainset.command("export")
+@url_option
+@token_option
+@click.argument("program")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (default PROGRAM.jsonl).")
+@click.option("--threshold", type=float, help="Feedback score an execution needs (default: config).")
+@click.option("-n", "--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+def export(url: str, token: str | None, program: str, output: Path | None, threshold: float | None,
+           limit: int) -> None:
+    """Write PROGRAM's harvested examples (feedback above the threshold, deduplicated) as JSONL."""
+    import httpx
+
+    params: dict[str, Any] = {"limit": limit}
+    if threshold is not None:
+        params["threshold"] = threshold
+    try:
+        with client(url, token) as http:
+            response = http.get(f"/v1/optimization/programs/{program}/trainset", params=params)
+    except httpx.TransportError as exc:
+        fail(f"cannot reach the daemon at {url} ({exc.__class__.__name__}): start it with `adaptd up` or pass --url")
+    if response.status_code >= 400:
+        fail(f"trainset export answered {response.status_code}: {detail(response)}")
+    path = output or Path(f"{program}.jsonl")
+    try:
+        path.write_bytes(response.content)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+    h = response.headers
+    click.echo(f"wrote {h.get('x-harvested', '?')} examples to {path} ({h.get('x-duplicates', '?')} duplicates,"
+               f" {h.get('x-not-captured', '?')} without captured content left out)")

@@ -1,0 +1,214 @@
+"""Dashboard and admin endpoints: the adaptation timeline, revert, signal acknowledgement,
+every routing table at once, and the optimizer runs.
+
+Write endpoints are admin-only (a tenant with ``admin = false`` gets 403) and never edit
+rows: they append an ``adaptation`` event (source ``adaptd.api``) to the log, so the
+effect survives restarts and a replay rebuilds it.
+
+- ``POST /v1/adaptations/{id}/revert`` appends the inverse admin action (``revert``),
+  with ``details.reverts`` = the reverted id and ``caused_by`` = [that id];
+- ``POST /v1/signals/{id}/ack`` appends action ``signal_ack`` with ``caused_by`` = [the
+  signal id] and ``details`` = ``{signal_id, incident_id, signal_type}``.  The routing
+  policy ignores actions it does not know, so an acknowledgement changes no route.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the local Tenant dependency
+# in the endpoint signatures as a real object, not as a string it cannot resolve.
+import datetime as dt
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from adaptd.daemon.adaptation.config import ProgramRouting
+from adaptd.daemon.adaptation.revert import Inverse, NotRevertible, inverse
+from adaptd.daemon.adaptation.table import default_table
+from adaptd.daemon.admin_events import SOURCE, admin_event, append_admin_event
+from adaptd.daemon.config import Settings
+from adaptd.daemon.ingest import Limits
+from adaptd.daemon.readmodel.store import Store
+
+ACK = "signal_ack"
+
+
+class Note(BaseModel):
+    """Body of a revert or an acknowledgement (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=500, description="why, for the timeline")
+
+
+def _rows(store: Store, table: str, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    """Rows of a read-only query, as plain JSON values (``Store.query``)."""
+    return store.query(table, sql, params)
+
+
+def _uuid(text: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise HTTPException(422, f"{what} id {text!r} is not a UUID") from None
+
+
+async def _owned_row(store: Store, table: str, key: uuid.UUID, tenant: str, what: str, text: str) -> dict[str, Any]:
+    """The ``table`` row with id ``key`` if it is ``tenant``'s; 404 otherwise (another
+    tenant's row is not revealed)."""
+    row = await run_in_threadpool(store.get, table, key)
+    if row is None or row["tenant"] != tenant:
+        raise HTTPException(404, f"no {what} {text} (it may not be projected yet: retry)")
+    return row
+
+
+async def _refuse_twice(store: Store, sql: str, params: list[Any], already: str) -> None:
+    """409 ``"<already> by <id>"`` when the adaptations query ``sql`` finds an earlier one."""
+    done = await run_in_threadpool(_rows, store, "adaptations", sql, params)
+    if done:
+        raise HTTPException(409, f"{already} by {done[0]['id']}")
+
+
+def adaptations(store: Store, tenant: str, *, program: str | None, actions: list[str] | None,
+                source: str | None, limit: int, details: bool) -> list[dict[str, Any]]:
+    """``tenant``'s adaptations newest first (log order breaks ties), each with
+    ``reverted_by`` (the id of the revert that undid it, or None); [] when none."""
+    where, params = ["a.tenant = ?"], [tenant]
+    if program is not None:
+        where.append("a.program = ?")
+        params.append(program)
+    if actions:
+        where.append(f"a.action IN ({', '.join('?' * len(actions))})")
+        params.extend(actions)
+    if source is not None:
+        where.append("a.source = ?")
+        params.append(source)
+    columns = "a.* EXCLUDE (v, kind, log_offset)" if details else "a.* EXCLUDE (v, kind, log_offset, details)"
+    return _rows(store, "adaptations", f"""
+        SELECT {columns}, r.reverted_by FROM adaptations a
+        LEFT JOIN (SELECT json_extract_string(details, '$.reverts') AS target, min(CAST(id AS VARCHAR)) AS reverted_by
+                   FROM adaptations WHERE tenant = ? AND source = '{SOURCE}'
+                   AND json_extract_string(details, '$.reverts') IS NOT NULL GROUP BY target) r
+          ON r.target = CAST(a.id AS VARCHAR)
+        WHERE {' AND '.join(where)} ORDER BY a.ts DESC, a.log_offset DESC LIMIT {int(limit)}""", [tenant, *params])
+
+
+def admin_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
+    """The endpoints above; ``tenant_dependency`` is the app's bearer-token tenant
+    (``Annotated[str, Depends(...)]``)."""
+    programs: dict[str, ProgramRouting] = {p.program: p for p in settings.routing}
+    tokens = settings.token_map()
+    limits = Limits(**settings.limits.model_dump())
+    router = APIRouter()
+    Tenant = tenant_dependency
+
+    def admin(request: Request, tenant: Tenant) -> str:
+        """The caller's tenant if it may act (no tenants configured: the loopback default)."""
+        if not tokens:
+            return tenant
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        if not tokens[token].admin:
+            raise HTTPException(403, f"tenant {tenant!r} is not an admin: use the token of a tenant with admin = true")
+        return tenant
+
+    def store_of(request: Request) -> Store:
+        return request.app.state.runtime.store
+
+    async def append(request: Request, tenant: str, event: dict[str, Any]) -> None:
+        await append_admin_event(request, tenant, event, limits)
+
+    event = admin_event
+
+    @router.get("/v1/routing", summary="Every configured program's current routing table and breakers")
+    async def all_tables(request: Request, tenant: Tenant) -> dict[str, Any]:
+        def read() -> list[dict[str, Any]]:
+            now = dt.datetime.now(dt.UTC).isoformat()
+            return [store_of(request).routing_table(tenant, name) or default_table(routing, now)
+                    for name, routing in programs.items()]
+        return {"items": await run_in_threadpool(read)}
+
+    @router.get("/v1/adaptations", summary="Timeline of adaptations (policy and admin), newest first")
+    async def timeline(
+        request: Request,
+        tenant: Tenant,
+        program: str | None = None,
+        action: list[str] | None = Query(None, description="keep only these actions (repeatable)"),
+        source: str | None = Query(None, description="adaptd.policy or adaptd.api"),
+        limit: int = Query(100, ge=1, le=1000),
+        details: bool = Query(True, description="include details (a routing table's is the whole table)"),
+    ) -> dict[str, Any]:
+        rows = await run_in_threadpool(adaptations, store_of(request), tenant, program=program, actions=action,
+                                       source=source, limit=limit, details=details)
+        return {"items": rows}
+
+    @router.post("/v1/adaptations/{adaptation_id}/revert", status_code=202,
+                 summary="Admin: append the inverse of an adaptation (422 when it has none)")
+    async def revert(request: Request, adaptation_id: str, tenant: str = Depends(admin),
+                     body: Note | None = None) -> dict[str, Any]:
+        key = _uuid(adaptation_id, "adaptation")
+        store = store_of(request)
+        row = await _owned_row(store, "adaptations", key, tenant, "adaptation", adaptation_id)
+        await _refuse_twice(store, "SELECT id FROM adaptations WHERE tenant = ? AND source = ?"
+                                   " AND json_extract_string(details, '$.reverts') = ? LIMIT 1",
+                            [tenant, SOURCE, str(key)], f"adaptation {adaptation_id} was already reverted")
+        routing = programs.get(row["program"] or "")
+        if row["action"] in ("pin", "unpin", "canary", "promote", "rollback") and routing is None:
+            raise HTTPException(422, f"program {row['program']!r} has no [[routing]] configuration any more:"
+                                     " its routes cannot be changed")
+        earlier = await run_in_threadpool(
+            _rows, store, "adaptations",
+            "SELECT action, route, details FROM adaptations WHERE tenant = ? AND program = ?"
+            " AND action IN ('pin', 'unpin', 'canary') AND log_offset < ? ORDER BY log_offset",
+            [tenant, row["program"], row["log_offset"]])
+        try:
+            inv: Inverse = inverse(row, earlier)
+        except NotRevertible as exc:
+            raise HTTPException(422, str(exc)) from None
+        if inv.route is not None and routing is not None and inv.route not in {r.name for r in routing.routes}:
+            raise HTTPException(422, f"route {inv.route!r} is no longer configured for {row['program']!r}")
+        why = f"revert of {row['action']}" + (f" {row['route']}" if row["route"] else "") + f" ({adaptation_id})"
+        if body is not None and body.reason:
+            why += f": {body.reason}"
+        new = event(tenant, inv.action, row["program"], inv.route, why, [str(key)],
+                    {**inv.details, "reverts": str(key)})
+        await append(request, tenant, new)
+        return {"id": new["id"], "reverts": str(key), "action": inv.action, "program": row["program"],
+                "route": inv.route}
+
+    @router.post("/v1/signals/{signal_id}/ack", status_code=202,
+                 summary="Admin: acknowledge a signal (appended to the log as a signal_ack adaptation)")
+    async def ack(request: Request, signal_id: str, tenant: str = Depends(admin),
+                  body: Note | None = None) -> dict[str, Any]:
+        key = _uuid(signal_id, "signal")
+        store = store_of(request)
+        signal = await _owned_row(store, "signals", key, tenant, "signal", signal_id)
+        await _refuse_twice(store, "SELECT id FROM adaptations WHERE tenant = ? AND action = ?"
+                                   " AND json_extract_string(details, '$.signal_id') = ? LIMIT 1",
+                            [tenant, ACK, str(key)], f"signal {signal_id} was already acknowledged")
+        reason = f"acknowledged {signal['signal_type']} signal" + (f": {body.reason}" if body and body.reason else "")
+        new = event(tenant, ACK, signal["program"], signal["route"], reason, [str(key)],
+                    {"signal_id": str(key), "incident_id": signal["incident_id"],
+                     "signal_type": signal["signal_type"]})
+        await append(request, tenant, new)
+        return {"id": new["id"], "signal_id": str(key)}
+
+    @router.get("/v1/optimizer/runs", summary="Optimizer run events, newest first")
+    async def optimizer_runs(
+        request: Request,
+        tenant: Tenant,
+        program: str | None = None,
+        job_id: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        where, params = ["tenant = ?"], [tenant]
+        for name, value in (("program", program), ("job_id", job_id)):
+            if value is not None:
+                where.append(f"{name} = ?")
+                params.append(value)
+        rows = await run_in_threadpool(
+            _rows, store_of(request), "optimizer_runs",
+            f"SELECT * EXCLUDE (v, kind, log_offset) FROM optimizer_runs WHERE {' AND '.join(where)}"
+            f" ORDER BY ts DESC, log_offset DESC LIMIT {limit}", params)
+        return {"items": rows}
+
+    return router

@@ -1,0 +1,334 @@
+"""The daemon's HTTP API (FastAPI): ingest, read endpoints, live tail, health and stats.
+
+``create_app(settings)`` is the one factory used by ``adaptd up`` and by the tests.  The
+app opens its ``Runtime`` in the lifespan, so a graceful shutdown (uvicorn drains the
+in-flight requests first) ends with the projector caught up and the log closed.
+"""
+
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from adaptd.daemon import __version__
+from adaptd.daemon.config import Settings
+from adaptd.daemon.http import otlp
+from adaptd.daemon.http.admin import admin_router
+from adaptd.daemon.http.optimize import optimization_router
+from adaptd.daemon.http.routing import routing_router
+from adaptd.daemon.ingest import IngestError, Limits, decompress, parse_items, prepare
+from adaptd.daemon.runtime import Runtime
+from adaptd.streams.events import KINDS, SCHEMA_VERSION, json_schema
+from adaptd.streams.log import LogClosed, LogError
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON responses through orjson (UUIDs and datetimes serialize natively)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app for ``settings``.
+
+    Args:
+        settings: the daemon settings.
+        runtime: an already opened runtime; when None the app opens one at start-up.
+            Either way the app closes it at shutdown.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal runtime
+        if runtime is None:
+            runtime = await run_in_threadpool(Runtime, settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.close)
+
+    app = FastAPI(
+        title="adaptd",
+        version=__version__,
+        summary="Event-sourced telemetry and adaptation daemon for DSPy and LLM programs",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    tokens = settings.token_map()
+    limits = Limits(**settings.limits.model_dump())
+
+    def tenant(request: Request) -> str:
+        """The caller's tenant, from its bearer token (``default`` when no tenants exist)."""
+        if not tokens:
+            return "default"
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise HTTPException(
+                401,
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if scheme.lower() != "bearer" or token.strip() not in tokens:
+            raise HTTPException(
+                401, "unknown bearer token: check ADAPTD_TOKEN / --token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return tokens[token.strip()].name
+
+    Tenant = Annotated[str, Depends(tenant)]
+
+    def runtime_of(request: Request) -> Runtime:
+        return request.app.state.runtime
+
+    @app.exception_handler(IngestError)
+    async def _ingest_error(request: Request, exc: IngestError) -> Response:
+        runtime_of(request).counters.add(requests_refused=1)
+        return ORJSONResponse({"detail": exc.reason}, status_code=exc.status)
+
+    @app.post(
+        "/v1/events",
+        summary="Ingest a batch of events (JSON array or NDJSON, optionally gzip)",
+        responses={413: {"description": "body or batch too large"}, 503: {"description": "log busy"}},
+    )
+    async def post_events(request: Request, tenant: Tenant) -> dict[str, Any]:
+        """Answer only once every accepted event and dead letter is durable in the log."""
+        runtime = runtime_of(request)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise IngestError(413, f"body of {declared} bytes exceeds {limits.max_body_bytes} (limits.max_body_bytes)")
+        body = await _read_body(request, limits.max_body_bytes)
+        body = decompress(body, request.headers.get("content-encoding"), limits.max_body_bytes)
+        received = dt.datetime.now(dt.UTC)
+        prepared = await run_in_threadpool(
+            _prepare_body, body, request.headers.get("content-type"), tenant, received, limits
+        )
+        if prepared.records:
+            try:
+                await asyncio.wrap_future(runtime.log.submit(prepared.records))
+            except LogClosed:
+                raise HTTPException(503, "daemon is shutting down: retry later", headers={"Retry-After": "1"}) from None
+            except LogError as exc:
+                runtime.counters.add(requests_refused=1, dropped=len(prepared.records))
+                raise HTTPException(503, f"log unavailable: {exc}", headers={"Retry-After": "1"}) from None
+        runtime.counters.add(
+            events_acked=prepared.accepted, dead_letters=len(prepared.rejected), batches_acked=1
+        )
+        return {"accepted": prepared.accepted, "rejected": prepared.rejected}
+
+    @app.post(
+        "/v1/traces",
+        summary="Ingest OTLP/HTTP traces (protobuf or JSON, optionally gzip)",
+        response_class=Response,
+        responses={
+            200: {"description": "ExportTraceServiceResponse (partial_success when spans were rejected)"},
+            400: {"description": "malformed request (google.rpc.Status)"},
+            413: {"description": "body or batch too large"}, 415: {"description": "unsupported content type"},
+            503: {"description": "log busy"},
+        },
+    )
+    async def post_traces(request: Request, tenant: Tenant) -> Response:
+        """OTLP/HTTP: answer only once the spans' events and dead letters are durable in the log."""
+        runtime = runtime_of(request)
+        fmt = otlp.JSON
+        try:
+            fmt = otlp.body_format(request.headers.get("content-type"))
+            declared = request.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+                raise IngestError(
+                    413, f"body of {declared} bytes exceeds {limits.max_body_bytes} (limits.max_body_bytes)"
+                )
+            body = await _read_body(request, limits.max_body_bytes)
+            body = decompress(body, request.headers.get("content-encoding"), limits.max_body_bytes)
+            batch = await run_in_threadpool(
+                otlp.ingest, body, fmt, tenant=tenant, received=dt.datetime.now(dt.UTC), limits=limits,
+                capture_content=settings.otlp.capture_content,
+            )
+            if batch.records:
+                try:
+                    await asyncio.wrap_future(runtime.log.submit(batch.records))
+                except LogClosed:
+                    raise IngestError(503, "daemon is shutting down: retry later") from None
+                except LogError as exc:
+                    runtime.counters.add(dropped=len(batch.records))
+                    raise IngestError(503, f"log unavailable: {exc}") from None
+        except IngestError as exc:
+            runtime.counters.add(requests_refused=1)
+            retry = {"Retry-After": "1"} if exc.status == 503 else None
+            return Response(otlp.encode_status(exc.status, exc.reason, fmt), status_code=exc.status,
+                            media_type=otlp.MEDIA_TYPES[fmt], headers=retry)
+        runtime.counters.add(events_acked=batch.accepted_events, dead_letters=batch.dead_letters, batches_acked=1)
+        return Response(otlp.encode_response(batch, fmt), media_type=otlp.MEDIA_TYPES[fmt])
+
+    @app.get("/v1/health", summary="Liveness")
+    async def health(request: Request, tenant: Tenant) -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "schema_version": SCHEMA_VERSION}
+
+    @app.get("/v1/stats", summary="Counters: acked, projected, dead letters, dropped, lag")
+    async def stats(request: Request, tenant: Tenant) -> dict[str, Any]:
+        return await run_in_threadpool(runtime_of(request).stats)
+
+    @app.get("/v1/schema", summary="JSON Schema of the event union")
+    async def schema(tenant: Tenant) -> dict[str, Any]:
+        return json_schema()
+
+    @app.get("/v1/executions", summary="Executions, newest first, with filters and pagination")
+    async def executions(
+        request: Request,
+        tenant: Tenant,
+        program: str | None = None,
+        module: str | None = None,
+        route: str | None = None,
+        status: str | None = Query(None, pattern="^(ok|error)$"),
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        store = runtime_of(request).store
+        try:
+            rows, next_cursor = await run_in_threadpool(
+                store.executions, tenant, program=program, module=module, route=route,
+                status=status, since=since, until=until, limit=limit, cursor=cursor,
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"items": rows, "next_cursor": next_cursor}
+
+    @app.get("/v1/programs", summary="Summary per program")
+    async def programs(request: Request, tenant: Tenant) -> dict[str, Any]:
+        rows = await run_in_threadpool(runtime_of(request).store.program_summary, tenant)
+        return {"items": rows}
+
+    windows = settings.processors.history_windows
+
+    @app.get("/v1/history", summary="Closed performance windows per key, newest first")
+    async def history(
+        request: Request,
+        tenant: Tenant,
+        program: str | None = None,
+        module: str | None = None,
+        route: str | None = None,
+        model: str | None = None,
+        window: str = Query("1m", description="window size: one of processors.history_windows"),
+        since: dt.datetime | None = Query(None, description="inclusive lower bound on window_start"),
+        until: dt.datetime | None = Query(None, description="exclusive upper bound on window_start"),
+        limit: int = Query(100, ge=1, le=1000),
+        sketch: bool = Query(False, description="include each window's latency sketch"),
+    ) -> dict[str, Any]:
+        """Windows appear once the watermark (latest event time minus the allowed lateness) passes their end."""
+        if window not in windows:
+            raise HTTPException(422, f"unknown window {window!r}: one of {', '.join(windows)}")
+        rows = await run_in_threadpool(
+            runtime_of(request).store.windows, tenant, window, program=program, module=module, route=route,
+            model=model, since=since, until=until, limit=limit, sketch=sketch,
+        )
+        return {"window": window, "items": rows}
+
+    app.include_router(routing_router(settings, Tenant))
+    app.include_router(optimization_router(Tenant))
+    app.include_router(admin_router(settings, Tenant))
+
+    @app.get("/v1/signals", summary="Anomaly, drift and breaker signals, newest first")
+    async def signals(
+        request: Request,
+        tenant: Tenant,
+        program: str | None = None,
+        signal_type: str | None = Query(None, pattern="^(anomaly|drift|breaker)$"),
+        state: str | None = Query(None, pattern="^(open|update|resolved)$"),
+        since: dt.datetime | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        rows = await run_in_threadpool(
+            runtime_of(request).store.signals, tenant, program=program, signal_type=signal_type, state=state,
+            since=since, limit=limit,
+        )
+        return {"items": rows}
+
+    @app.get("/v1/stream", summary="Live tail of this tenant's events (Server-Sent Events)")
+    async def stream(
+        request: Request,
+        tenant: Tenant,
+        kind: str | None = None,
+        program: str | None = None,
+        from_offset: int | None = Query(None, ge=0, description="default: the current end"),
+        max_events: int | None = Query(None, ge=1, description="close after this many events"),
+    ) -> StreamingResponse:
+        if kind is not None and kind not in KINDS and kind != "dead_letter":
+            raise HTTPException(422, f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+        runtime = runtime_of(request)
+        start = runtime.log.end_offset() if from_offset is None else from_offset
+        return StreamingResponse(
+            _tail(request, runtime, tenant, start, kind, program, max_events),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    return app
+
+
+def _prepare_body(body: bytes, content_type: str | None, tenant: str, received: dt.datetime, limits: Limits):
+    return prepare(parse_items(body, content_type), tenant=tenant, received=received, limits=limits)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing (413) as soon as it grows past ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise IngestError(413, f"body exceeds {limit} bytes (limits.max_body_bytes): send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _tail(
+    request: Request,
+    runtime: Runtime,
+    tenant: str,
+    offset: int,
+    kind: str | None,
+    program: str | None,
+    max_events: int | None,
+) -> AsyncIterator[bytes]:
+    """SSE frames of matching log records from ``offset`` on; a comment every 15 s of quiet."""
+    sent = 0
+    quiet = 0.0
+    yield b": adaptd tail\n\n"
+    while not await request.is_disconnected():
+        records = await run_in_threadpool(runtime.log.read, offset, 500)
+        if not records:
+            arrived = await run_in_threadpool(runtime.log.wait, offset, 1.0)
+            quiet = 0.0 if arrived else quiet + 1.0
+            if quiet >= 15.0:
+                quiet = 0.0
+                yield b": keep-alive\n\n"
+            continue
+        for record in records:
+            offset = record.offset + 1
+            try:
+                event = orjson.loads(record.value)
+            except orjson.JSONDecodeError:
+                continue
+            if event.get("tenant") != tenant:
+                continue
+            if kind is not None and event.get("kind") != kind:
+                continue
+            if program is not None and event.get("program") != program:
+                continue
+            yield b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                record.offset, str(event.get("kind")).encode(), record.value
+            )
+            sent += 1
+            if max_events is not None and sent >= max_events:
+                return

@@ -1,0 +1,526 @@
+"""The DuckDB read model: projection of log records into tables, and the API's queries.
+
+The projector writes every batch's rows *and* its next log offset in one transaction
+(pyeventsourcing's ``ProcessRecorder`` idea), so a crash between the log and the database
+replays at most an uncommitted batch, and re-delivered records are no-ops: rows are keyed
+by event id (first offset wins) and records below the stored position are skipped.
+
+How a batch becomes rows (one vectorized JSON parse in DuckDB, see
+``adaptd.daemon.readmodel.projector.stage_batch``) does not depend on the batch boundaries, so a replay with
+other batch sizes builds the same tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from adaptd.daemon.readmodel.migrations import DEAD_LETTER_KIND as _DEAD
+from adaptd.daemon.readmodel.migrations import EVENT_TABLES, migrate
+from adaptd.daemon.readmodel.projector import ProjectionPlan, ProjectResult, dead_letter_rows, stage_batch
+from adaptd.streams.log.base import Record
+
+MAX_LIMIT = 1000
+#: Batches projected carefully (ON CONFLICT) after one held an already stored id.
+_CAREFUL_BATCHES = 8
+_QUERY_TABLES = frozenset((*EVENT_TABLES.values(), "dead_letters"))
+
+
+class Store:
+    """The read model in one DuckDB file: the projector writes, API handlers read.
+
+    Thread-safe: writes are serialized by a lock on one writer cursor; every read runs
+    on its own cursor, so reads proceed while a batch is being projected (DuckDB's MVCC
+    shows them the last committed state).
+    """
+
+    def __init__(self, path: Path, *, bulk: bool = False) -> None:
+        """Open (creating it if needed) the database at ``path`` and migrate it.
+
+        Args:
+            path: the DuckDB file; its directory must exist.
+            bulk: for a replay build: let the write-ahead log grow large before it is
+                checkpointed (fewer, bigger checkpoints; faster when loading millions).
+
+        Raises:
+            duckdb.IOException: the file is locked by another process or unreadable.
+            daemon.migrations.MigrationError: the file was written by a newer adaptd.
+        """
+        self.path = Path(path)
+        self._con = duckdb.connect(str(self.path))
+        try:
+            self._con.execute("SET TimeZone = 'UTC'")
+            if bulk:
+                self._con.execute("SET wal_autocheckpoint = '1GB'")
+            migrate(self._con)
+            self._plan = ProjectionPlan(self._con)
+            self._positions = dict(
+                self._con.execute('SELECT "partition", next_offset FROM projector_state').fetchall()
+            )
+            # Largest id per table: staged ids above it need no conflict check.
+            tables = sorted(_QUERY_TABLES)
+            row = self._con.execute("SELECT " + ", ".join(f"(SELECT max(id) FROM {t})" for t in tables)).fetchone()
+            self._max_id: dict[str, uuid.UUID | None] = dict(zip(tables, row))
+        except BaseException:
+            self._con.close()
+            raise
+        self._writer = self._con.cursor()
+        self._careful_batches = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ projection
+
+    def position(self, partition: int = 0) -> int:
+        """The next log offset to project in ``partition`` (0 for a new database)."""
+        return self._positions.get(partition, 0)
+
+    def project(self, records: Sequence[Record]) -> ProjectResult:
+        """Project ``records`` (one partition) and store the new position, atomically.
+
+        Each record's value is the UTF-8 JSON of one event (or of a dead letter, kind
+        ``dead_letter``).  Events go to their kind's table; an id already stored (or seen
+        earlier in the batch) is skipped; records below ``position()`` are skipped
+        entirely.  A record that is not UTF-8 JSON, has an unknown kind or lacks a
+        required field is stored in ``dead_letters`` with the reason, and the rest of the
+        batch is projected.  The position becomes the last offset + 1.
+
+        Returns:
+            What was done; an empty ``records`` does nothing.
+
+        Raises:
+            ValueError: the records come from more than one partition.
+            RuntimeError: the store is closed.
+            duckdb.Error: the database failed (nothing of the batch is stored then).
+        """
+        result = ProjectResult(records=len(records))
+        if not records:
+            return result
+        partition = records[0].partition
+        if any(r.partition != partition for r in records):
+            raise ValueError("project() takes records of one partition at a time")
+        with self._lock:
+            self._check_open()
+            position = self._positions.get(partition, 0)
+            offsets = [r.offset for r in records]
+            if min(offsets) < position:
+                records = [r for r in records if r.offset >= position]
+                result.skipped = result.records - len(records)
+                if not records:
+                    result.next_offset = position
+                    return result
+                offsets = [r.offset for r in records]
+            values = [r.value for r in records]
+            next_offset = max(max(offsets) + 1, position)
+            self._write(partition, records, offsets, values, next_offset, result)
+            self._positions[partition] = next_offset
+            result.next_offset = next_offset
+            return result
+
+    def _write(self, partition: int, records: Sequence[Record], offsets: list[int], values: list[bytes],
+               next_offset: int, result: ProjectResult) -> None:
+        cur = self._writer
+        kinds, letters = stage_batch(cur, self._plan, partition, records, offsets, values)
+        tops = {("dead_letters" if kind == _DEAD else EVENT_TABLES[kind]): high for kind, *_, high in kinds}
+        if letters:
+            top = max(row[0] for row in letters)
+            tops["dead_letters"] = max(tops.get("dead_letters") or top, top)
+        # Optimistic first: a plain INSERT checks the new ids against the primary key
+        # index, while ON CONFLICT scans every stored id (DuckDB plans it as a MERGE with a
+        # hash join), which grows with the table.  A re-sent event (rare: SDK retries)
+        # makes the plain INSERT fail; the batch is then redone carefully, and the next
+        # few batches start carefully.  Either way the same rows end up stored.
+        careful = self._careful_batches > 0
+        self._careful_batches = max(0, self._careful_batches - 1)
+        while True:
+            try:
+                self._transaction(cur, partition, kinds, letters, next_offset, careful, result)
+                break
+            except duckdb.ConstraintException:
+                if careful:
+                    raise
+                careful, self._careful_batches = True, _CAREFUL_BATCHES
+        self._raise_max(tops)
+
+    def _raise_max(self, tops: dict[str, uuid.UUID]) -> None:
+        for table, top in tops.items():
+            known = self._max_id.get(table)
+            self._max_id[table] = top if known is None else max(known, top)
+
+    def _transaction(self, cur: duckdb.DuckDBPyConnection, partition: int, kinds: list[tuple],
+                     letters: list[tuple], next_offset: int, careful: bool, result: ProjectResult) -> None:
+        """Insert the staged rows and ``letters`` and store the position, in one transaction."""
+        inserted: dict[str, int] = {}
+        duplicates = dead = 0
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            for kind, count, repeats, low, high in kinds:
+                table = "dead_letters" if kind == _DEAD else EVENT_TABLES[kind]
+                added = self._insert(cur, kind, table, repeats, low, high, careful)
+                if added:
+                    inserted[table] = added
+                if kind == _DEAD:
+                    dead += added
+                else:
+                    duplicates += count - added
+            if letters:
+                before = cur.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+                cur.executemany("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?)", letters)
+                added = cur.execute("SELECT count(*) FROM dead_letters").fetchone()[0] - before
+                dead += added
+                if added:
+                    inserted["dead_letters"] = inserted.get("dead_letters", 0) + added
+            self._save_position(cur, partition, next_offset)
+            cur.execute("COMMIT")
+        except BaseException:
+            _rollback(cur)
+            raise
+        result.inserted, result.duplicates, result.dead_letters = inserted, duplicates, dead
+
+    def _insert(self, cur: duckdb.DuckDBPyConnection, kind: str, table: str, repeats: bool,
+                low: uuid.UUID, high: uuid.UUID, careful: bool) -> int:
+        """Insert ``kind``'s staged rows (ids ``low``..``high``) into ``table``; return rows added.
+
+        Args:
+            repeats: some id occurs twice in the batch: keep each id's first offset.
+            careful: skip ids already stored (else a stored id raises ConstraintException).
+        """
+        sql = self._plan.inserts[kind]
+        if not repeats:  # the QUALIFY is a hash aggregate over every column: skip it if useless
+            sql = sql.split(" QUALIFY ")[0]
+        known = self._max_id.get(table)
+        if not careful or known is None or low > known:  # ids above every stored id cannot conflict
+            return cur.execute(sql.replace("@VERB", "").replace("@COND", "")).fetchone()[0]
+        if high <= known:
+            return cur.execute(sql.replace("@VERB", "OR IGNORE").replace("@COND", "")).fetchone()[0]
+        # UUIDv7 ids arrive mostly ascending: only those below the maximum pay for ON CONFLICT.
+        added = cur.execute(sql.replace("@VERB", "").replace("@COND", "AND id > ?"), [known]).fetchone()[0]
+        return added + cur.execute(sql.replace("@VERB", "OR IGNORE").replace("@COND", "AND id <= ?"),
+                                   [known]).fetchone()[0]
+
+    def dead_letter(self, record: Record, reason: str) -> ProjectResult:
+        """Store ``record`` as a dead letter with ``reason`` and move past it, atomically.
+
+        For a record ``project`` fails on (the projector's last resort); the row is made
+        like those of undecodable records, so a replay that fails the same way matches.
+        A record below ``position()`` is skipped.
+
+        Raises:
+            RuntimeError: the store is closed.
+            duckdb.Error: the database failed (nothing is stored then).
+        """
+        result = ProjectResult(records=1)
+        with self._lock:
+            self._check_open()
+            position = self._positions.get(record.partition, 0)
+            if record.offset < position:
+                result.skipped, result.next_offset = 1, position
+                return result
+            bad = [(record.offset, reason, None, None, None)]
+            letters = dead_letter_rows(record.partition, [record], [record.offset], bad)
+            self._transaction(self._writer, record.partition, [], letters, record.offset + 1, True, result)
+            self._raise_max({"dead_letters": letters[0][0]})
+            self._positions[record.partition] = result.next_offset = record.offset + 1
+            return result
+
+    def _save_position(self, cur: duckdb.DuckDBPyConnection, partition: int, next_offset: int) -> None:
+        # UPDATE costs a quarter of an upsert; the row exists after the partition's first batch.
+        if partition in self._positions:
+            cur.execute('UPDATE projector_state SET next_offset = ? WHERE "partition" = ?', [next_offset, partition])
+        else:
+            cur.execute("INSERT INTO projector_state VALUES (?, ?)", [partition, next_offset])
+
+    # ------------------------------------------------------------------ queries
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("store is closed")
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        self._check_open()
+        return self._con.cursor()
+
+    def _rows(self, table: str, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(sql, list(params))
+            names = [d[0] for d in cur.description]
+            return [_plain(names, row, self._plan.json_columns.get(table, ())) for row in cur.fetchall()]
+
+    def executions(
+        self,
+        tenant: str,
+        program: str | None = None,
+        module: str | None = None,
+        route: str | None = None,
+        status: str | None = None,
+        since: dt.datetime | str | None = None,
+        until: dt.datetime | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``tenant``'s executions, newest first (by ts, then id).
+
+        Args:
+            tenant: only this tenant's rows.
+            program, module, route, status: exact-match filters (None: any).
+            since: inclusive lower bound on ts; until: exclusive upper bound (naive = UTC).
+            limit: page size, clamped to 1..1000.
+            cursor: the ``next_cursor`` of the previous page (opaque).
+
+        Returns:
+            ``(rows, next_cursor)``; ``next_cursor`` is None on the last page.  Rows are
+            JSON-friendly dicts (ISO timestamps, UUIDs as str, JSON columns parsed).
+
+        Raises:
+            ValueError: ``cursor`` is not one this method made, or a bound is not a time.
+        """
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        where, params = ["tenant = ?"], [tenant]
+        _equal(where, params, (("program", program), ("module", module), ("route", route), ("status", status)))
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(_as_time(since, "since"))
+        if until is not None:
+            where.append("ts < ?")
+            params.append(_as_time(until, "until"))
+        if cursor:
+            ts, key = _decode_cursor(cursor)
+            where.append("(ts < ? OR (ts = ? AND id < ?))")
+            params += [ts, ts, key]
+        rows = self._rows(
+            "executions",
+            f"SELECT * FROM executions WHERE {' AND '.join(where)} ORDER BY ts DESC, id DESC LIMIT {limit + 1}",
+            params,
+        )
+        if len(rows) <= limit:
+            return rows, None
+        rows = rows[:limit]
+        return rows, _encode_cursor(rows[-1]["ts"], rows[-1]["id"])
+
+    def program_summary(self, tenant: str) -> list[dict[str, Any]]:
+        """Per program of ``tenant``, over its top-level executions (``parent_id`` null).
+
+        Returns:
+            One dict per program, by name: ``program, executions, errors, error_rate,
+            p50_duration_ms, p95_duration_ms, tokens, cost_usd, first_ts, last_ts``
+            ([] when the tenant has no executions).  Module-level executions (children)
+            are not counted, so a run is counted once.
+        """
+        return self._rows("executions", """
+            SELECT program, count(*) AS executions, count(*) FILTER (WHERE status = 'error') AS errors,
+                   count(*) FILTER (WHERE status = 'error') / count(*) AS error_rate,
+                   quantile_cont(duration_ms, 0.5) AS p50_duration_ms,
+                   quantile_cont(duration_ms, 0.95) AS p95_duration_ms,
+                   coalesce(sum(coalesce(tokens_in, 0) + coalesce(tokens_out, 0)), 0) AS tokens,
+                   coalesce(sum(cost_usd), 0) AS cost_usd, min(ts) AS first_ts, max(ts) AS last_ts
+            FROM executions WHERE tenant = ? AND parent_id IS NULL GROUP BY program ORDER BY program
+        """, [tenant])
+
+    def windows(
+        self,
+        tenant: str,
+        window_size: str,
+        program: str | None = None,
+        module: str | None = None,
+        route: str | None = None,
+        model: str | None = None,
+        since: dt.datetime | str | None = None,
+        until: dt.datetime | str | None = None,
+        limit: int = 100,
+        sketch: bool = False,
+    ) -> list[dict[str, Any]]:
+        """``tenant``'s closed performance windows of ``window_size``, newest first.
+
+        Args:
+            program, module, route, model: exact-match filters (None: any).
+            since: inclusive lower bound on ``window_start``; until: exclusive upper bound
+                (naive = UTC).
+            limit: clamped to 1..1000.
+            sketch: include the latency sketch of each window.
+
+        Returns:
+            JSON-friendly rows ordered by ``window_start`` descending, then key; [] when none.
+
+        Raises:
+            ValueError: a bound is not an ISO 8601 time.
+        """
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        where, params = ["tenant = ?", "window_size = ?"], [tenant, window_size]
+        _equal(where, params, (("program", program), ("module", module), ("route", route), ("model", model)))
+        if since is not None:
+            where.append("window_start >= ?")
+            params.append(_as_time(since, "since"))
+        if until is not None:
+            where.append("window_start < ?")
+            params.append(_as_time(until, "until"))
+        drop = ["v", "kind", "source", "attrs", "log_offset", *([] if sketch else ["sketch"])]
+        return self._rows(
+            "perf_windows",
+            f"SELECT * EXCLUDE ({', '.join(drop)}) FROM perf_windows WHERE {' AND '.join(where)}"
+            " ORDER BY window_start DESC, program, module NULLS FIRST, route NULLS FIRST, model NULLS FIRST"
+            f" LIMIT {limit}",
+            params,
+        )
+
+    def signals(
+        self,
+        tenant: str,
+        program: str | None = None,
+        signal_type: str | None = None,
+        state: str | None = None,
+        since: dt.datetime | str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """``tenant``'s signals (anomaly, drift, breaker), newest event time first.
+
+        Args:
+            program, signal_type, state: exact-match filters (None: any).
+            since: inclusive lower bound on ``ts`` (naive = UTC).
+            limit: clamped to 1..1000.
+
+        Returns:
+            JSON-friendly rows; [] when none.
+
+        Raises:
+            ValueError: ``since`` is not an ISO 8601 time.
+        """
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        where, params = ["tenant = ?"], [tenant]
+        _equal(where, params, (("program", program), ("signal_type", signal_type), ("state", state)))
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(_as_time(since, "since"))
+        return self._rows("signals", f"SELECT * EXCLUDE (v, kind) FROM signals WHERE {' AND '.join(where)}"
+                          f" ORDER BY ts DESC, id LIMIT {limit}", params)
+
+    def routing_table(self, tenant: str, program: str) -> dict[str, Any] | None:
+        """The newest routing table the policy published for ``program``, or None."""
+        rows = self._rows("adaptations", "SELECT details FROM adaptations WHERE tenant = ? AND program = ?"
+                          " AND action = 'routing_table' AND source = 'adaptd.policy' ORDER BY version DESC, log_offset DESC LIMIT 1",
+                          [tenant, program])
+        return rows[0]["details"] if rows else None
+
+    def breakers(self, tenant: str, program: str) -> list[dict[str, Any]]:
+        """Per route of ``program``, its latest breaker transition (none: never tripped)."""
+        return self._rows(
+            "adaptations",
+            "SELECT route, action, ts, reason, details FROM adaptations WHERE tenant = ? AND program = ?"
+            " AND action IN ('breaker_open', 'breaker_half_open', 'breaker_close') AND source = 'adaptd.policy'"
+            " QUALIFY row_number() OVER (PARTITION BY route ORDER BY log_offset DESC) = 1 ORDER BY route",
+            [tenant, program],
+        )
+
+    def query(self, table: str, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a read-only ``sql`` on its own cursor, JSON-friendly (``table``'s JSON
+        columns parsed): for query modules kept beside their feature (``adaptd.daemon.optimize``)."""
+        return self._rows(table, sql, params)
+
+    def dead_letters(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
+        """``tenant``'s newest dead letters (at most ``limit``, clamped to 1..1000).
+
+        Records the projector could not decode carry the tenant their JSON named, else
+        ``""`` (no tenant can be trusted from unreadable bytes).
+        """
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        return self._rows("dead_letters", "SELECT * FROM dead_letters WHERE tenant = ?"
+                          f" ORDER BY log_offset DESC LIMIT {limit}", [tenant])
+
+    def counts(self) -> dict[str, int]:
+        """Rows per projected table (event tables and ``dead_letters``), all tenants."""
+        tables = sorted(_QUERY_TABLES)
+        with self._cursor() as cur:
+            row = cur.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in tables)).fetchone()
+        return dict(zip(tables, row))
+
+    def dead_letter_count(self) -> int:
+        """Rows in ``dead_letters``, all tenants."""
+        with self._cursor() as cur:
+            return cur.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+
+    def get(self, table: str, id: uuid.UUID | str) -> dict[str, Any] | None:
+        """The row of ``table`` with ``id``, or None.  Not tenant-filtered: check ``tenant``.
+
+        Raises:
+            ValueError: ``table`` is not an event table or ``dead_letters``, or ``id`` is
+                not a UUID.
+        """
+        if table not in _QUERY_TABLES:
+            raise ValueError(f"unknown table {table!r}: one of {', '.join(sorted(_QUERY_TABLES))}")
+        key = id if isinstance(id, uuid.UUID) else uuid.UUID(str(id))
+        rows = self._rows(table, f"SELECT * FROM {table} WHERE id = ?", [key])
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        """Checkpoint and close; waits for a batch being projected.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._con.execute("CHECKPOINT")
+            finally:
+                self._writer.close()
+                self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # the failed statement may already have ended the transaction
+
+
+def _equal(where: list[str], params: list[Any], pairs: Sequence[tuple[str, Any]]) -> None:
+    """Add ``column = ?`` to ``where`` (and the value to ``params``) for each given value."""
+    for name, value in pairs:
+        if value is not None:
+            where.append(f"{name} = ?")
+            params.append(value)
+
+
+def _plain(names: list[str], row: tuple, json_columns: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in zip(names, row):
+        if isinstance(value, dt.datetime):
+            value = value.astimezone(dt.UTC).isoformat()
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        elif name in json_columns and value is not None:
+            value = orjson.loads(value)
+        out[name] = value
+    return out
+
+
+def _as_time(value: dt.datetime | str, name: str) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{name} is not an ISO 8601 time: {value!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _encode_cursor(ts: str, key: str) -> str:
+    return base64.urlsafe_b64encode(f"{ts}|{key}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        ts, key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+        return dt.datetime.fromisoformat(ts), uuid.UUID(key)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("invalid cursor: pass the next_cursor of the previous page") from None

@@ -1,0 +1,1 @@
+"""Kafka mode: the Kafka log backend, topics, the faust-streaming worker app and its partition fold, mock-cluster support."""

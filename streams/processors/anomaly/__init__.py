@@ -1,0 +1,1 @@
+"""Anomaly detection: error bursts from raw executions, and the streaming detector over window series with incidents."""

@@ -1,0 +1,1 @@
+"""Drift detection per program: the processor, the detector and its statistical tests."""

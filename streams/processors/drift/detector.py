@@ -1,0 +1,560 @@
+"""Per-program drift detection: a reference sample against each closed window's sample.
+
+A ``DriftDetector`` is fed one flat feature dict per execution (``execution_features``
+builds it from an ``execution`` event) and, when the caller closes an event-time window,
+tests every feature of the window against the reference and returns ``DriftFinding``s:
+
+* numeric values (``duration_ms``, ``tokens_in``, ``inputs.q.len``): Kolmogorov-Smirnov,
+  effect = KS distance D; Wasserstein distance and PSI are reported alongside;
+* strings and booleans (``route``, ``status``, ``inputs.q.type``): chi-square, effect =
+  Jensen-Shannon distance;
+* integer vectors (the text sketches ``inputs.q.hv``): MMD (or a domain classifier), both
+  calibrated by seeded label permutations; effect = the domain classifier's AUC;
+* ``quality`` (feedback scores in [0, 1]): a one-sided Welch test for a drop of the mean,
+  on the window alone and pooled with the previous window(s), against the reference or a
+  pinned golden baseline.
+
+False alarms: each window spends a family-wise budget ``alpha`` by weighted Bonferroni
+(``quality_share`` of it on the quality looks, the rest split evenly over the other
+tests), and a feature is flagged only if its effect also reaches the feature kind's
+minimum, so very large windows do not flag trivial shifts. Findings are per window: a
+drift that persists is found again each window (grouping into one incident is the
+caller's job), until ``rebaseline`` accepts it as the new normal.
+
+Reference: the first ``reference_windows`` non-empty windows (then frozen), or a pinned
+sample (``pin_reference``) and/or golden quality scores (``pin_quality_baseline``).
+Memory is bounded: seeded reservoirs for numbers and vectors, capped category counts,
+exact running moments for quality, at most ``max_features`` features per detector.
+No wall clock; randomness comes from ``seed`` by a counter hash, so the same inputs
+always give the same findings and ``to_state()`` (plain JSON types) restores a detector
+that continues exactly as the original would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import zlib
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from adaptd.streams import features as _features
+from adaptd.streams.processors.drift import stats as ds
+
+QUALITY = "quality"
+OTHER = "<other>"
+_M64 = (1 << 64) - 1
+_NUMERIC_FIELDS = ("duration_ms", "tokens_in", "tokens_out", "cost_usd")
+_CATEGORICAL_FIELDS = ("route", "model", "status")
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftConfig:
+    """Detector settings; every field is a JSON scalar so the config travels in the state."""
+
+    reference_windows: int = 5  # non-empty windows that form the reference
+    alpha: float = 1e-4  # family-wise false-alarm probability per window
+    quality_share: float = 0.5  # share of alpha spent on quality (when it is tested)
+    quality_windows: int = 2  # quality is also tested on the last this-many windows pooled
+    min_samples: int = 50  # per side, below which a feature is not tested
+    numeric_min_effect: float = 0.1  # KS distance D
+    categorical_min_effect: float = 0.1  # Jensen-Shannon distance (base 2)
+    text_test: str = "mmd"  # p-value from "mmd" or from the "classifier" (permutation-calibrated)
+    text_min_auc: float = 0.55  # domain classifier AUC, the text effect size either way
+    quality_min_drop: float = 0.05  # 5 points on a [0, 1] score
+    reference_size: int = 1000  # reservoir of values per numeric feature
+    window_size: int = 1000
+    text_reference_size: int = 500  # reservoir of sketches per text feature
+    text_window_size: int = 500
+    max_features: int = 64
+    max_categories: int = 32
+    top_k: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1 or not 0 <= self.quality_share <= 1:
+            raise ValueError("alpha must be in (0, 1) and quality_share in [0, 1]")
+        if self.text_test not in ("mmd", "classifier"):
+            raise ValueError(f"text_test must be 'mmd' or 'classifier', not {self.text_test!r}")
+        if min(self.reference_windows, self.quality_windows, self.min_samples, self.reference_size, self.window_size,
+               self.text_reference_size, self.text_window_size, self.max_features, self.max_categories) < 1:
+            raise ValueError("window counts, sample sizes and caps must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftFinding:
+    """One drifted feature in one window, with what was tested and why it passed."""
+
+    feature: str
+    kind: str  # "numeric" | "categorical" | "text" | "quality"
+    test: str  # "ks" | "chi2" | "domain_auc" | "mmd" | "welch_t"
+    statistic: float
+    p_value: float
+    threshold: float  # p-value threshold after the multiple-testing correction
+    effect: float  # KS D, Jensen-Shannon distance, domain AUC (text) or quality drop
+    min_effect: float
+    n_reference: int  # values observed; tests use a seeded sample of at most the reservoir size
+    n_current: int
+    window_index: int
+    window_end: Any  # as given to close_window (event time)
+    details: dict[str, Any]
+    top: list[dict[str, Any]]  # the window's most drifted features, most first
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if hasattr(self.window_end, "isoformat"):
+            out["window_end"] = self.window_end.isoformat()
+        return out
+
+
+class _Result(NamedTuple):
+    """One test of one feature in one window, before the multiple-testing decision."""
+
+    feature: str
+    kind: str
+    test: str
+    statistic: float
+    p_value: float
+    effect: float
+    min_effect: float
+    n_reference: int
+    n_current: int
+    details: Callable[[], dict[str, Any]]  # computed only for flagged features
+
+    @property
+    def excess(self) -> float:
+        """How far the effect is past its minimum, comparable across kinds (an AUC's
+        no-drift value is 0.5, the other effects' 0)."""
+        base = 0.5 if self.kind == "text" else 0.0
+        return (self.effect - base) / max(self.min_effect - base, 1e-9)
+
+
+def _mix(x: int) -> int:
+    """SplitMix64 finaliser: a well-mixed 64-bit hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+class _Reservoir:
+    """Uniform sample of at most ``cap`` rows of ``width`` values (Vitter's algorithm R).
+
+    The replacement slot for the i-th row is ``_mix(key + i)``: deterministic, and the
+    state is just the data and the count.
+    """
+
+    __slots__ = ("cap", "width", "key", "seen", "data")
+
+    def __init__(self, cap: int, width: int, key: int, typecode: str) -> None:
+        self.cap, self.width, self.key, self.seen = cap, width, key, 0
+        self.data = array(typecode)
+
+    def add(self, row: Any) -> None:
+        i, self.seen = self.seen, self.seen + 1
+        if i < self.cap:
+            if self.width == 1:
+                self.data.append(row)
+            else:
+                self.data.extend(row)
+            return
+        j = _mix(self.key + i) % (i + 1)
+        if j < self.cap:
+            if self.width == 1:
+                self.data[j] = row
+            else:
+                self.data[j * self.width : (j + 1) * self.width] = row
+
+    def values(self) -> np.ndarray:
+        """The sample as a float64 copy: ``(n,)`` for width 1, else ``(n, width)``."""
+        a = np.frombuffer(self.data, dtype=np.float64 if self.data.typecode == "d" else np.int8).astype(np.float64)
+        return a.reshape(-1, self.width) if self.width > 1 else a
+
+    def state(self) -> dict[str, Any]:
+        return {"cap": self.cap, "width": self.width, "key": self.key, "seen": self.seen, "data": self.data.tolist()}
+
+    @classmethod
+    def load(cls, s: Mapping[str, Any], typecode: str) -> _Reservoir:
+        r = cls(s["cap"], s["width"], s["key"], typecode)
+        r.seen = s["seen"]
+        r.data.extend(s["data"])
+        return r
+
+
+def _kind(value: Any) -> str | None:
+    """The feature kind a first value fixes: numeric, categorical, text, or None (unusable)."""
+    if isinstance(value, (str, bool)):
+        return "categorical"
+    if isinstance(value, (int, float)):
+        return "numeric" if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)) and value:
+        if len(value) > 1 and all(isinstance(v, int) and not isinstance(v, bool) and -128 < v < 128 for v in value):
+            return "text"
+        if all(isinstance(v, str) for v in value):
+            return "categorical"
+    return None
+
+
+class _Feature:
+    """Reference and current sample of one feature (numeric, categorical or text)."""
+
+    def __init__(self, name: str, kind: str, width: int, cfg: DriftConfig) -> None:
+        self.name, self.kind, self.width = name, kind, width
+        self.base = _mix(cfg.seed ^ (zlib.crc32(name.encode()) << 20))
+        if kind == "categorical":
+            self.counts: list[dict[str, int]] = [{}, {}]
+        else:
+            caps = (cfg.reference_size, cfg.window_size) if kind == "numeric" else (cfg.text_reference_size, cfg.text_window_size)
+            self.res = [self._new(side, 0, caps[side]) for side in (0, 1)]
+
+    def _new(self, side: int, epoch: int, cap: int) -> _Reservoir:
+        key = _mix(self.base ^ (side << 62) ^ epoch) >> 11  # 53 bits: exact in any JSON reader
+        return _Reservoir(cap, self.width, key, "d" if self.kind == "numeric" else "b")
+
+    def add(self, side: int, value: Any, cfg: DriftConfig) -> bool:
+        """Add ``value`` to the reference (side 0) or current (1) sample; False if it is
+        not a value of this feature's kind (then nothing is added)."""
+        if self.kind == "numeric":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False
+            self.res[side].add(float(value))
+        elif self.kind == "categorical":
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, (list, tuple)):
+                value = ",".join(value)  # TypeError on non-strings: the caller counts it
+            elif not isinstance(value, str):
+                return False
+            c = self.counts[side]
+            if value not in c and len(c) >= cfg.max_categories:
+                value = OTHER
+            c[value] = c.get(value, 0) + 1
+        else:
+            if not isinstance(value, (list, tuple)) or len(value) != self.width:
+                return False
+            self.res[side].add(array("b", value))  # OverflowError outside [-128, 127]
+        return True
+
+    def n(self, side: int) -> int:
+        return sum(self.counts[side].values()) if self.kind == "categorical" else self.res[side].seen
+
+    def reset(self, side: int, epoch: int) -> None:
+        if self.kind == "categorical":
+            self.counts[side] = {}
+        else:
+            self.res[side] = self._new(side, epoch, self.res[side].cap)
+
+    def test(self, cfg: DriftConfig, seed: int) -> _Result | None:
+        """The current sample against the reference; None with < ``min_samples`` on a side."""
+        n_ref, n_cur = self.n(0), self.n(1)
+        if min(n_ref, n_cur) < cfg.min_samples:
+            return None
+        res = functools.partial(_Result, self.name, self.kind, n_reference=n_ref, n_current=n_cur)
+        if self.kind == "numeric":
+            r, c = self.res[0].values(), self.res[1].values()
+            ks = ds.ks_2samp(r, c)
+            return res("ks", ks.statistic, ks.p_value, ks.statistic, cfg.numeric_min_effect, details=lambda: _numeric_details(r, c))
+        if self.kind == "categorical":
+            r, c = self.counts
+            chi = ds.chi_square(r, c)
+            js = ds.jensen_shannon(r, c)
+            return res("chi2", chi.statistic, chi.p_value, js, cfg.categorical_min_effect, details=lambda: _categorical_details(r, c, chi))
+        r, c = self.res[0].values(), self.res[1].values()
+        if cfg.text_test == "mmd":
+            # MMD decides (the more powerful test on topic mixtures); the classifier's AUC,
+            # which reads as "how separable", is the effect size.
+            m = ds.mmd(r, c, seed=seed)
+            auc = ds.domain_classifier_auc(r, c, seed=seed, permutations=0).auc
+            return res("mmd", m.mmd2, m.p_value, auc, cfg.text_min_auc,
+                       details=lambda: {"domain_auc": auc, "p_perm": m.p_perm, "bandwidth": m.bandwidth})
+        d = ds.domain_classifier_auc(r, c, seed=seed)
+        return res("domain_auc", d.auc, d.p_value, d.auc, cfg.text_min_auc,
+                   details=lambda: {"p_perm": d.p_perm, "null_mean": d.null_mean, "null_sd": d.null_sd})
+
+    def state(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"kind": self.kind, "width": self.width}
+        if self.kind == "categorical":
+            s["counts"] = [dict(c) for c in self.counts]
+        else:
+            s["res"] = [r.state() for r in self.res]
+        return s
+
+    @classmethod
+    def load(cls, name: str, s: Mapping[str, Any], cfg: DriftConfig) -> _Feature:
+        f = cls(name, s["kind"], s["width"], cfg)
+        if f.kind == "categorical":
+            f.counts = [dict(c) for c in s["counts"]]
+        else:
+            f.res = [_Reservoir.load(r, "d" if f.kind == "numeric" else "b") for r in s["res"]]
+        return f
+
+
+def _numeric_details(r: np.ndarray, c: np.ndarray) -> dict[str, float]:
+    w = ds.wasserstein(r, c)
+    sd = float(np.std(r))
+    return {"wasserstein": w, "wasserstein_per_sd": w / sd if sd > 0 else 0.0, "psi": ds.psi(r, c),
+            "ref_median": float(np.median(r)), "cur_median": float(np.median(c))}
+
+
+def _categorical_details(r: Mapping[str, int], c: Mapping[str, int], chi: ds.ChiSquare) -> dict[str, Any]:
+    nr, nc = sum(r.values()), sum(c.values())
+    delta = {k: c.get(k, 0) / nc - r.get(k, 0) / nr for k in set(r) | set(c)}
+    moved = sorted(delta.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:3]
+    return {"dof": chi.dof, "share_change": {k: round(v, 4) for k, v in moved}}
+
+
+def _m(s: Any) -> ds.Moments:
+    return ds.Moments(*s) if s else ds.Moments()
+
+
+class DriftDetector:
+    """Drift detector of one program (see the module docstring).
+
+    ``observe`` adds an execution's features to the current window (to the reference
+    while it is still being formed); ``close_window`` tests the window and starts the
+    next one.
+    """
+
+    def __init__(self, config: DriftConfig | None = None) -> None:
+        self.config = config or DriftConfig()
+        self._features: dict[str, _Feature] = {}
+        self._ready = False  # reference complete and frozen
+        self._warm = 0  # non-empty windows folded into the reference so far
+        self._epoch = 0  # reference generation (rebaseline)
+        self._window = 0  # windows closed
+        self._observed = 0  # executions in the current window
+        self._q_ref = ds.Moments()
+        self._q_golden = False
+        self._q_cur = ds.Moments()
+        self._q_prev: list[ds.Moments] = []  # previous tested windows, oldest first
+        self.dropped_features = 0  # features ignored past max_features
+        self.invalid_values = 0  # values of no known kind, or not the feature's kind
+
+    # ------------------------------------------------------------------ feeding
+    def observe(self, features: Mapping[str, Any]) -> None:
+        """Add one execution's flat feature dict (see ``execution_features``).
+
+        ``None`` values are skipped; a value of the wrong kind for its feature (the first
+        value seen fixes the kind) or of no known kind is counted in ``invalid_values``.
+        Never raises on bad values.
+        """
+        self._observed += 1
+        side = 1 if self._ready else 0
+        cfg = self.config
+        for name, value in features.items():
+            if value is None:
+                continue
+            if name == QUALITY:
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    if self._ready or self._q_golden:
+                        self._q_cur = self._q_cur.add(float(value))
+                    else:
+                        self._q_ref = self._q_ref.add(float(value))
+                else:
+                    self.invalid_values += 1
+                continue
+            f = self._features.get(name)
+            if f is None:
+                kind = _kind(value)
+                if kind is None:
+                    self.invalid_values += 1
+                    continue
+                if len(self._features) >= cfg.max_features:
+                    self.dropped_features += 1
+                    continue
+                f = self._features[name] = _Feature(name, kind, len(value) if kind == "text" else 1, cfg)
+            try:
+                ok = f.add(side, value, cfg)
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok:
+                self.invalid_values += 1
+
+    def pin_reference(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Make ``rows`` (feature dicts) the frozen reference, replacing any other.
+
+        The current window is kept. Quality in ``rows`` becomes the quality baseline
+        unless a golden baseline is pinned. Empty ``rows`` give an empty reference: no
+        feature is tested until the detector is re-pinned or rebaselined.
+        """
+        self._reset_reference()
+        self._ready = False
+        keep_cur = self._q_cur
+        for row in rows:
+            self.observe(row)
+            self._observed -= 1
+        self._q_cur = keep_cur
+        self._ready = True
+
+    def pin_quality_baseline(self, scores: Iterable[float]) -> None:
+        """Make golden-set ``scores`` the quality baseline, tested from the next window on,
+        even while the input reference is still forming. Fewer than two scores disable the
+        quality test until rebaselined."""
+        self._q_ref = ds.Moments.of(float(s) for s in scores if math.isfinite(s))
+        self._q_golden = True
+
+    def rebaseline(self) -> None:
+        """Forget the reference (not a golden quality baseline) and form a new one from
+        the next ``reference_windows`` non-empty windows, e.g. after a drift is accepted."""
+        self._reset_reference()
+        self._ready = False
+        for f in self._features.values():
+            f.reset(1, self._window)
+        self._q_cur, self._q_prev = ds.Moments(), []
+
+    def _reset_reference(self) -> None:
+        self._epoch += 1
+        self._warm = 0
+        for f in self._features.values():
+            f.reset(0, self._epoch)
+        if not self._q_golden:
+            self._q_ref = ds.Moments()
+
+    # ---------------------------------------------------------------- windows
+    def close_window(self, window_end: Any = None) -> list[DriftFinding]:
+        """Test the window just ended against the reference and start a new window.
+
+        Returns the drifted features, most drifted first; empty while the reference is
+        forming (except quality against a golden baseline), when nothing drifted, or when
+        no feature has ``min_samples`` values on both sides.
+        """
+        cfg = self.config
+        self._window += 1
+        results: list[_Result] = []
+        if self._ready:
+            # The matrices are small (~1000 x 32): BLAS threads only add contention.
+            with threadpool_limits(1, user_api="blas"):
+                for f in self._features.values():
+                    r = f.test(cfg, seed=cfg.seed + self._window)
+                    if r is not None:
+                        results.append(r)
+        quality = self._quality_results() if (self._ready or self._q_golden) else []
+        findings = self._judge(results, quality, window_end)
+        self._roll()
+        return findings
+
+    def _quality_results(self) -> list[_Result]:
+        cfg, out = self.config, []
+        looks = [self._q_cur]
+        pooled = self._q_cur
+        for prev in self._q_prev:  # _roll keeps only the last quality_windows - 1
+            pooled = pooled.merge(prev)
+        if pooled.n > self._q_cur.n:
+            looks.append(pooled)
+        base = "golden" if self._q_golden else "reference"
+        for i, cur in enumerate(looks):
+            if cur.n < cfg.min_samples or self._q_ref.n < (2 if self._q_golden else cfg.min_samples):
+                continue
+            q = ds.quality_drop(self._q_ref, cur)
+            details = {"baseline": base, "ref_mean": self._q_ref.mean, "cur_mean": cur.mean,
+                       "windows": 1 if i == 0 else 1 + len(self._q_prev)}
+            out.append(_Result(QUALITY, QUALITY, "welch_t", q.statistic, q.p_value, q.drop, cfg.quality_min_drop,
+                               self._q_ref.n, cur.n, lambda d=details: d))
+        return out
+
+    def _judge(self, results: list[_Result], quality: list[_Result], window_end: Any) -> list[DriftFinding]:
+        """Weighted Bonferroni over this window's tests, then the minimum effects."""
+        cfg = self.config
+        share = cfg.quality_share if results and quality else (1.0 if quality else 0.0)
+        a_q = cfg.alpha * share / len(quality) if quality else 0.0
+        a_f = cfg.alpha * (1 - share) / len(results) if results else 0.0
+        flagged: dict[str, tuple[_Result, float]] = {}  # per feature, its most drifted look
+        for r, a in [(r, a_f) for r in results] + [(q, a_q) for q in quality]:
+            if r.p_value <= a and r.effect >= r.min_effect:
+                best = flagged.get(r.feature)
+                if best is None or r.excess > best[0].excess:
+                    flagged[r.feature] = (r, a)
+        ranked = sorted(flagged.values(), key=lambda ra: (-ra[0].excess, ra[0].feature))
+        top = [{"feature": r.feature, "test": r.test, "effect": float(r.effect), "p_value": float(r.p_value)}
+               for r, _ in ranked[: cfg.top_k]]
+        return [
+            DriftFinding(feature=r.feature, kind=r.kind, test=r.test, statistic=float(r.statistic),
+                         p_value=float(r.p_value), threshold=a, effect=float(r.effect), min_effect=r.min_effect,
+                         n_reference=r.n_reference, n_current=r.n_current, window_index=self._window,
+                         window_end=window_end, details=r.details(), top=top)
+            for r, a in ranked
+        ]
+
+    def _roll(self) -> None:
+        if self._ready or self._q_golden:
+            keep = self.config.quality_windows - 1
+            self._q_prev = (self._q_prev + [self._q_cur])[-keep:] if keep > 0 else []
+            self._q_cur = ds.Moments()
+        if self._ready:
+            for f in self._features.values():
+                f.reset(1, self._window)
+        elif self._observed:
+            self._warm += 1
+            self._ready = self._warm >= self.config.reference_windows
+        self._observed = 0
+
+    @property
+    def windows_closed(self) -> int:
+        """Windows closed so far (the ``window_index`` of the last findings)."""
+        return self._window
+
+    @property
+    def reference_ready(self) -> bool:
+        """True once the reference is complete (or pinned) and windows are being tested."""
+        return self._ready
+
+    # ------------------------------------------------------------------ state
+    def to_state(self) -> dict[str, Any]:
+        """The whole detector as JSON-compatible data (dicts, lists, str, int, float, bool)."""
+        return {
+            "v": 1,
+            "config": dataclasses.asdict(self.config),
+            "ready": self._ready, "warm": self._warm, "epoch": self._epoch,
+            "window": self._window, "observed": self._observed,
+            "q_ref": list(dataclasses.astuple(self._q_ref)), "q_golden": self._q_golden,
+            "q_cur": list(dataclasses.astuple(self._q_cur)),
+            "q_prev": [list(dataclasses.astuple(m)) for m in self._q_prev],
+            "dropped_features": self.dropped_features, "invalid_values": self.invalid_values,
+            "features": {name: f.state() for name, f in self._features.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> DriftDetector:
+        """A detector equal to the one that produced ``state`` (``to_state``)."""
+        if state.get("v") != 1:
+            raise ValueError(f"unsupported drift detector state version {state.get('v')!r}")
+        d = cls(DriftConfig(**state["config"]))
+        d._ready, d._warm, d._epoch = state["ready"], state["warm"], state["epoch"]
+        d._window, d._observed = state["window"], state["observed"]
+        d._q_ref, d._q_golden, d._q_cur = _m(state["q_ref"]), state["q_golden"], _m(state["q_cur"])
+        d._q_prev = [_m(m) for m in state["q_prev"]]
+        d.dropped_features, d.invalid_values = state["dropped_features"], state["invalid_values"]
+        d._features = {name: _Feature.load(name, s, d.config) for name, s in state["features"].items()}
+        return d
+
+
+def execution_features(event: Mapping[str, Any], quality: float | None = None) -> dict[str, Any]:
+    """The flat feature dict of an ``execution`` event (a wire dict or ``model_dump()``).
+
+    Keys: ``duration_ms``, ``tokens_in``, ``tokens_out``, ``cost_usd`` (numbers),
+    ``route``, ``model``, ``status`` (categories), and per input field ``f``:
+    ``inputs.f.len``, ``inputs.f.type``, ``inputs.f.keys`` and the text sketch
+    ``inputs.f.hv``. Inputs sent as raw content (``capture_content``) are described with
+    ``adaptd.streams.features.features`` first. ``quality`` (a feedback score joined by the
+    caller) is added when given. Missing fields are left out; never raises on odd inputs.
+    """
+    out: dict[str, Any] = {}
+    for k in _NUMERIC_FIELDS + _CATEGORICAL_FIELDS:
+        v = event.get(k)
+        if v is not None:
+            out[k] = v
+    inputs = event.get("inputs")
+    if isinstance(inputs, Mapping):
+        for field, value in inputs.items():
+            feats = value if isinstance(value, Mapping) and "type" in value else _features.features(value)
+            for sub in ("len", "type", "keys", "hv"):
+                if feats.get(sub) is not None:
+                    out[f"inputs.{field}.{sub}"] = feats[sub]
+    if quality is not None:
+        out[QUALITY] = quality
+    return out

@@ -1,0 +1,460 @@
+"""The drift processor: per (tenant, program), input and quality drift as ``signal`` events.
+
+A source processor over ``execution`` and ``feedback`` events.  Per key it keeps a
+``DriftDetector`` (``drift_detector``) and feeds it:
+
+- each *root* execution's features (``execution_features``: duration, tokens, cost,
+  route / model / status, and per input field its size, type, keys and text sketch
+  ``hv``).  Roots only (``parent_id`` null, configurable): the program's calls, not the
+  modules inside them, whose inputs and latencies are other populations;
+- each numeric feedback ``score`` as ``quality``, joined to its execution by
+  ``execution_id`` (the key comes from the execution, which must be a root of the same
+  tenant, earlier in the log by at most ``join_events`` events; other feedback is counted
+  as unmatched) and counted at *the feedback's own time*, so a late judgement lands in
+  the current window instead of reopening a closed one.  Re-sent ids (within the same
+  horizon) are counted once.
+
+**Windows.**  Tumbling in event time, ``window`` long (5 min), aligned to the epoch, closed
+when the watermark passes their end.  A window with fewer than ``min_executions``
+executions is not closed but extended by another period (up to ``max_window_periods``):
+the statistical tests need samples (a 10-point quality drop needs ~500 scores to be seen within two
+windows), and time alone gives a quiet program windows too small to test while a busy
+one fills any window.  So a drift window is "at least 5 minutes and at least 500
+executions, at most 1 hour", always ending on a period boundary, which keeps windows
+comparable with the history windows and explainable as a time span.  Events for a window
+already closed are late (counted, left out); events ahead of the open window wait in a
+bounded buffer until it moves on.  A key with nothing in its window and no open incident
+skips ahead to the watermark (idle programs cost nothing).
+
+**Cost.**  Observing an execution costs the detector ~20 µs.  A window whose predecessor
+held more than ``sample_target`` executions observes a deterministic ``1 / 2**k`` of them
+(by a hash of the execution id, so uniform over the window); the detector keeps samples
+of ~1000 values anyway.  Every execution still counts and joins; scores are all observed.
+
+**Incidents.**  A window with findings opens one incident per key (its metric is the most
+drifted feature) and emits one ``open`` signal; further drifted windows fold into it,
+with an ``update`` signal only when the severity rises or a feature not yet in the
+incident drifts.  ``resolve_windows`` windows in a row without findings emit
+``resolved``; so does ``accept_after_windows`` windows of drift when set (the detector is
+rebaselined: the drift becomes the new normal).  Severity is ``critical`` for a quality
+drop of ``critical_quality_drop`` or a finding ``critical_excess`` times its minimum
+effect, else ``warning``.
+
+Determinism: every decision is made per event in log order with that event's watermark
+(``EventBatch.wm``), or at the batch's watermark for keys whose window it passes (which
+advances them exactly as their next event would), so any cut of the log into batches
+gives the same signals, ids and values per key.  Ids are UUIDv5 of the incident and the
+signal's place in it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import uuid
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from adaptd.streams.events import SCHEMA_VERSION, derived_id
+from adaptd.streams.processors.base import EXECUTION, FEEDBACK, EventBatch, iso_us
+from adaptd.streams.processors.drift.detector import (
+    QUALITY,
+    DriftConfig,
+    DriftDetector,
+    DriftFinding,
+    execution_features,
+)
+from adaptd.streams.processors.incidents import finite
+from adaptd.streams.processors.windows import US, parse_size
+
+#: Namespace of drift incident and signal ids.
+DRIFT_NS = uuid.UUID("b7e2d4a1-3c6f-4e8a-9d15-6f0c2a7b8e43")
+SEVERITIES = ("info", "warning", "critical")
+_SEQ_BITS = 40
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+
+@dataclass(frozen=True)
+class DriftProcessorConfig:
+    """Parameters of the drift processor (global, not per key)."""
+
+    window: str = "5m"
+    min_executions: int = 500
+    max_window_periods: int = 12
+    resolve_windows: int = 3
+    #: Accept a drift as the new normal (rebaseline) after this many drifted windows; 0: never.
+    accept_after_windows: int = 0
+    roots_only: bool = True
+    sample_target: int = 2000
+    #: Feedback joins executions (and re-sent ids are recognised) within this many events.
+    join_events: int = 100_000
+    #: Events ahead of a key's open window kept until it moves on (more are dropped, counted).
+    max_pending: int = 10_000
+    critical_quality_drop: float = 0.15
+    critical_excess: float = 4.0
+    detector: DriftConfig = DriftConfig()
+    #: ``(program, golden-set scores)`` pairs: that program's quality is tested against
+    #: the golden scores' mean from its first window on, instead of against its first
+    #: windows (every tenant's program of that name; a rebaseline keeps it).
+    golden_quality: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        parse_size(self.window)
+        if min(self.min_executions, self.max_window_periods, self.resolve_windows, self.sample_target,
+               self.join_events, self.max_pending) < 1 or self.accept_after_windows < 0:
+            raise ValueError("DriftProcessorConfig: counts must be >= 1 (accept_after_windows >= 0)")
+
+
+@dataclass(slots=True)
+class DriftIncident:
+    """An open drift episode of one key (plain data)."""
+
+    id: str
+    opened_us: int
+    severity: str
+    metric: str
+    features: list[str]
+    windows: int = 1  # windows since it opened, the opening one included
+    clean: int = 0  # windows in a row without findings
+    signals: int = 1
+    peak_score: float = 0.0
+
+
+@dataclass(slots=True)
+class DriftKey:
+    """One key's detector and open window ``[start, end)`` (µs; ``end`` moves by periods)."""
+
+    detector: DriftDetector
+    start: int
+    end: int
+    n: int = 0  # executions in the open window
+    sampled: int = 0  # of which observed (not thinned out)
+    scores: int = 0  # quality scores observed in it
+    level: int = 0  # observe executions whose id hash has ``level`` low zero bits
+    pending: list = field(default_factory=list)  # (ts, id or None, features) ahead of ``end``
+    incident: DriftIncident | None = None
+    windows: int = 0
+    late: int = 0
+    pending_dropped: int = 0
+    thinned: int = 0
+
+
+@dataclass(slots=True)
+class DriftState:
+    """The processor's state (pickled in snapshots)."""
+
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    index: dict[tuple[str, str], int] = field(default_factory=dict)
+    per_key: list[DriftKey] = field(default_factory=list)
+    #: id -> ((key code + 1) << 40 | seq) for executions, seq for feedback; two generations.
+    ids: dict[str, int] = field(default_factory=dict)
+    old_ids: dict[str, int] = field(default_factory=dict)
+    gen_start: int = 0
+    seq: int = 0
+    #: (window end, key code) heap: keys whose open window the watermark may pass.
+    due: list = field(default_factory=list)
+    executions: int = 0
+    scores: int = 0
+    duplicates: int = 0
+    feedback_unmatched: int = 0
+    signals: int = 0
+
+
+class DriftProcessor:
+    """Per-program drift detection.  Pure: see ``adaptd.streams.processors.base``."""
+
+    kinds = frozenset({"execution", "feedback"})
+    columns = frozenset({"inputs", "parent_id"})
+
+    def __init__(self, config: DriftProcessorConfig | None = None, *, name: str = "drift") -> None:
+        self.cfg = config or DriftProcessorConfig()
+        self.name, self.source = name, f"adaptd.{name}"
+        self.size = parse_size(self.cfg.window)
+        self._golden = dict(self.cfg.golden_quality)
+
+    def config(self) -> dict[str, Any]:
+        return {"version": 1, **asdict(self.cfg)}
+
+    def initial_state(self) -> DriftState:
+        return DriftState()
+
+    def metrics(self, state: DriftState) -> dict[str, Any]:
+        per = state.per_key
+        return {"keys": len(per), "executions": state.executions, "scores": state.scores,
+                "duplicates": state.duplicates, "feedback_unmatched": state.feedback_unmatched,
+                "late": {self.cfg.window: sum(k.late for k in per)},
+                "pending": sum(len(k.pending) for k in per), "pending_dropped": sum(k.pending_dropped for k in per),
+                "thinned": sum(k.thinned for k in per), "windows_closed": sum(k.windows for k in per),
+                "open_incidents": sum(k.incident is not None for k in per), "signals": state.signals}
+
+    # ------------------------------------------------------------------ batch
+
+    def process(self, state: DriftState, batch: EventBatch, watermark: int) -> tuple[DriftState, list[dict]]:
+        """Fold ``batch`` (log order, ``wm`` set) into ``state``; return the signals of the
+        windows that closed.
+
+        Returns:
+            ``(state, signals)``: state updated in place; ``signal`` event dicts ordered by
+            time (a key's own signals in order).  An empty batch only closes windows.
+
+        Raises:
+            ValueError: the batch has no per-event watermarks (``wm``).
+        """
+        out: list[dict] = []
+        rows = np.flatnonzero((batch.kind == EXECUTION) | (batch.kind == FEEDBACK))
+        if len(rows):
+            if len(batch.wm) != len(batch):
+                raise ValueError("the batch needs per-event watermarks (EventBatch.wm)")
+            self._fold(state, batch, rows.tolist(), out)
+        while state.due and state.due[0][0] <= watermark:
+            end, code = heapq.heappop(state.due)
+            ks = state.per_key[code]
+            if ks.end == end:  # else a stale entry: the key moved on at its own events
+                self._advance(state, code, ks, watermark, out)
+        state.signals += len(out)
+        out.sort(key=lambda s: s["ts"])  # stable: a key's own signals stay in order
+        return state, out
+
+    def _fold(self, state: DriftState, batch: EventBatch, rows: list[int], out: list[dict]) -> None:
+        cfg = self.cfg
+        kind, ids, ts, wm = batch.kind.tolist(), batch.id, batch.ts.tolist(), batch.wm.tolist()
+        parents, inputs = batch.extra.get("parent_id"), batch.extra.get("inputs")
+        tenants, programs = batch.tenant, batch.program
+        numbers = [batch.duration_ms.tolist(), batch.tokens_in.tolist(), batch.tokens_out.tolist(),
+                   batch.cost_usd.tolist()]
+        route, model, error = batch.route, batch.model, batch.status_error.tolist()
+        score, parent_of = batch.score.tolist(), batch.execution_id
+        codes: dict[tuple[int, int], int] = {}
+        horizon = cfg.join_events
+        for i in rows:
+            if kind[i] == EXECUTION and cfg.roots_only and parents is not None and parents[i] is not None:
+                continue
+            event_id = ids[i]
+            state.seq += 1
+            seq = state.seq
+            if seq - state.gen_start > horizon:  # per event, so independent of batch cuts
+                state.old_ids, state.ids, state.gen_start = state.ids, {}, seq
+            seen = state.ids.get(event_id)
+            if seen is None:
+                seen = state.old_ids.get(event_id)
+            if seen is not None and seq - (seen & _SEQ_MASK) <= horizon:
+                state.duplicates += 1
+                continue
+            if kind[i] == EXECUTION:
+                pair = (int(tenants.codes[i]), int(programs.codes[i]))
+                code = codes.get(pair)
+                if code is None:
+                    if pair[1] < 0:
+                        continue
+                    code = codes[pair] = self._key(state, (tenants.get(i) or "default", programs.values[pair[1]]), wm[i])
+                state.ids[event_id] = ((code + 1) << _SEQ_BITS) | seq
+                state.executions += 1
+                item = None  # features are built only if observed
+            else:
+                state.ids[event_id] = seq
+                s = score[i]
+                parent = parent_of[i]
+                found = None if parent is None else state.ids.get(parent)
+                if found is None and parent is not None:
+                    found = state.old_ids.get(parent)
+                code = -1 if found is None else (found >> _SEQ_BITS) - 1
+                # Another tenant's execution id joins nothing: tenants never see each other.
+                if (code < 0 or seq - (found & _SEQ_MASK) > horizon  # type: ignore[operator]
+                        or state.keys[code][0] != (tenants.get(i) or "default")):
+                    state.feedback_unmatched += 1
+                    continue
+                if s != s:  # no numeric score: nothing to observe
+                    continue
+                state.scores += 1
+                item = {QUALITY: s}
+            ks = state.per_key[code]
+            if wm[i] >= ks.end:
+                self._advance(state, code, ks, wm[i], out)
+            t = ts[i]
+            if t < ks.start:
+                ks.late += 1
+                continue
+            if item is None:
+                row = {"duration_ms": _num(numbers[0][i]), "tokens_in": _num(numbers[1][i]),
+                       "tokens_out": _num(numbers[2][i]), "cost_usd": _num(numbers[3][i]),
+                       "route": route.get(i), "model": model.get(i), "status": "error" if error[i] else "ok",
+                       "inputs": inputs[i] if inputs is not None else None}
+                if t >= ks.end:
+                    self._hold(ks, (t, event_id, execution_features(row)))
+                else:
+                    self._execution(ks, event_id, row, None)
+            elif t >= ks.end:
+                self._hold(ks, (t, None, item))
+            else:
+                ks.detector.observe(item)
+                ks.scores += 1
+
+    def _key(self, state: DriftState, key: tuple[str, str], wm: int) -> int:
+        code = state.index.get(key)
+        if code is None:
+            code = state.index[key] = len(state.keys)
+            state.keys.append(key)
+            # Each program gets its own seed: independent samples and permutations per key.
+            seed = self.cfg.detector.seed ^ zlib.crc32(f"{key[0]}\x1f{key[1]}".encode())
+            start = wm // self.size * self.size
+            detector = DriftDetector(replace(self.cfg.detector, seed=seed))
+            golden = self._golden.get(key[1])
+            if golden is not None:
+                detector.pin_quality_baseline(golden)
+            state.per_key.append(DriftKey(detector, start, start + self.size))
+            heapq.heappush(state.due, (start + self.size, code))
+        return code
+
+    def _hold(self, ks: DriftKey, item: tuple) -> None:
+        if len(ks.pending) < self.cfg.max_pending:
+            ks.pending.append(item)
+        else:
+            ks.pending_dropped += 1
+
+    def _execution(self, ks: DriftKey, event_id: str, row: dict | None, features: dict | None) -> None:
+        """Count an execution in the open window; observe it unless thinned out."""
+        ks.n += 1
+        if ks.level and zlib.crc32(event_id.encode()) & ((1 << ks.level) - 1):
+            ks.thinned += 1
+            return
+        ks.detector.observe(features if features is not None else execution_features(row))  # type: ignore[arg-type]
+        ks.sampled += 1
+
+    # ------------------------------------------------------------------ windows
+
+    def _advance(self, state: DriftState, code: int, ks: DriftKey, wm: int, out: list[dict]) -> None:
+        """Move ``ks``'s open window past every period end <= ``wm`` (closing or extending it)."""
+        size, cfg = self.size, self.cfg
+        while ks.end <= wm:
+            boundary = ks.end
+            if not (ks.n or ks.scores) and ks.incident is None:
+                if not ks.pending:  # idle: skip ahead (the same from any earlier point)
+                    ks.start = wm // size * size
+                    ks.end = ks.start + size
+                    break
+                ks.start = boundary  # an empty period is dropped, not merged into the window
+            elif ks.n >= cfg.min_executions or (boundary - ks.start) // size >= cfg.max_window_periods:
+                self._close(state, code, ks, boundary, out)
+                ks.start = boundary
+            ks.end = boundary + size
+            if ks.pending:
+                now = [p for p in ks.pending if p[0] < ks.end]
+                if now:
+                    ks.pending = [p for p in ks.pending if p[0] >= ks.end]
+                    for _, event_id, features in now:
+                        if event_id is None:
+                            ks.detector.observe(features)
+                            ks.scores += 1
+                        else:
+                            self._execution(ks, event_id, None, features)
+        heapq.heappush(state.due, (ks.end, code))
+
+    def _close(self, state: DriftState, code: int, ks: DriftKey, end: int, out: list[dict]) -> None:
+        findings = ks.detector.close_window(window_end=end)
+        ks.windows += 1
+        n, start = ks.n, ks.start
+        window = {"executions": n, "sampled": ks.sampled, "scores": ks.scores,
+                  "window_index": ks.detector.windows_closed}
+        ks.n = ks.sampled = ks.scores = 0
+        # Thin the next window by the size of this one (a stable rate within the window).
+        ks.level = max(0, math.ceil(math.log2(n / self.cfg.sample_target))) if n > self.cfg.sample_target else 0
+        key, inc, cfg = state.keys[code], ks.incident, self.cfg
+        if findings:
+            severity, score = self._severity(findings), _score(findings[0])
+            drifted = [f.feature for f in findings]
+            if inc is None:
+                inc = ks.incident = DriftIncident(
+                    id=str(derived_id(DRIFT_NS, "incident", self.name, key[0], key[1], iso_us(end))),
+                    opened_us=end, severity=severity, metric=findings[0].feature, features=drifted, peak_score=score)
+                out.append(self._signal("open", key, inc, start, end, findings[0].feature, score, severity,
+                                        _explain(findings, window)))
+                return
+            inc.windows += 1
+            inc.clean = 0
+            inc.peak_score = max(inc.peak_score, score)
+            new = [f for f in drifted if f not in inc.features]
+            inc.features += new
+            rose = SEVERITIES.index(severity) > SEVERITIES.index(inc.severity)
+            if rose or new:
+                inc.severity = max(severity, inc.severity, key=SEVERITIES.index)
+                reason = "severity rose" if rose else f"new drifted features: {', '.join(new)}"
+                out.append(self._signal("update", key, inc, start, end, findings[0].feature, score, inc.severity,
+                                        {"reason": reason, **_explain(findings, window)}))
+            if cfg.accept_after_windows and inc.windows >= cfg.accept_after_windows:
+                ks.detector.rebaseline()
+                self._resolve(ks, key, start, end, "accepted as the new normal (rebaselined)", window, out)
+            return
+        if inc is not None:
+            inc.windows += 1
+            inc.clean += 1
+            if inc.clean >= cfg.resolve_windows:
+                self._resolve(ks, key, start, end, f"no drift in {inc.clean} windows in a row", window, out)
+
+    def _resolve(self, ks: DriftKey, key: tuple[str, str], start: int, end: int, reason: str, window: dict,
+                 out: list[dict]) -> None:
+        inc = ks.incident
+        assert inc is not None
+        explanation = {"reason": reason, "drifted": list(inc.features), "peak_score": finite(inc.peak_score),
+                       "windows": inc.windows, "duration_s": finite((end - inc.opened_us) / US), **window}
+        out.append(self._signal("resolved", key, inc, start, end, inc.metric, 0.0, "info", explanation))
+        ks.incident = None
+
+    def _severity(self, findings: list[DriftFinding]) -> str:
+        cfg = self.cfg
+        for f in findings:
+            if f.kind == QUALITY and f.effect >= cfg.critical_quality_drop:
+                return "critical"
+            if f.kind != QUALITY and _score(f) >= cfg.critical_excess:
+                return "critical"
+        return "warning"
+
+    def _signal(self, state_name: str, key: tuple[str, str], inc: DriftIncident, start: int, end: int, metric: str,
+                score: float, severity: str, explanation: dict[str, Any]) -> dict[str, Any]:
+        if state_name != "open":
+            inc.signals += 1
+        return {
+            "id": str(derived_id(DRIFT_NS, "signal", inc.id, state_name, inc.signals)),
+            "ts": iso_us(end), "v": SCHEMA_VERSION, "kind": "signal", "tenant": key[0], "source": self.source,
+            "attrs": {}, "signal_type": "drift", "state": state_name, "program": key[1], "module": None,
+            "route": None, "model": None, "metric": metric, "score": finite(score), "severity": severity,
+            "window_start": iso_us(start), "window_end": iso_us(end), "incident_id": inc.id,
+            "explanation": explanation,
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if x != x else x
+
+
+def _score(f: DriftFinding) -> float:
+    """How many times its minimum effect a finding's effect is (from the no-drift value:
+    0.5 for a domain AUC, 0 otherwise), comparable across tests; >= 1 when flagged."""
+    base = 0.5 if f.kind == "text" else 0.0
+    return (f.effect - base) / max(f.min_effect - base, 1e-9)
+
+
+def _explain(findings: list[DriftFinding], window: dict) -> dict[str, Any]:
+    top = findings[0]
+    return {"feature": top.feature, "feature_kind": top.kind, "test": top.test, "statistic": finite(top.statistic),
+            "p_value": finite(top.p_value), "threshold": finite(top.threshold), "effect": finite(top.effect),
+            "min_effect": finite(top.min_effect), "n_reference": top.n_reference, "n_current": top.n_current,
+            "details": _plain(top.details), "top": _plain(top.top), "drifted": [f.feature for f in findings],
+            **window}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-ready data: floats rounded by ``finite`` (NaN -> None), numpy scalars unwrapped."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return finite(float(value))
+    return value
