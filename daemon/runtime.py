@@ -22,7 +22,7 @@ from adaptd.daemon.config import ConfigError, ProcessorSettings, Settings
 from adaptd.daemon.optimize.service import start_optimize
 from adaptd.daemon.readmodel.projector import Projector
 from adaptd.daemon.readmodel.store import Store
-from adaptd.streams.log import StreamLog, open_log
+from adaptd.streams.log import LogError, StreamLog, open_log
 from adaptd.streams.processors.anomaly.error_burst import ErrorBurstProcessor
 from adaptd.streams.processors.anomaly.processor import AnomalyProcessor
 from adaptd.streams.processors.drift.detector import DriftConfig
@@ -110,6 +110,19 @@ class Runtime:
                     f" on data_dir {data_dir}?): stop it or pick another --data-dir"
                 ) from None
             raise
+        for partition in range(self.log.partitions):
+            stored, end = self.store.position(partition), self.log.end_offset(partition)
+            if stored > end:
+                # Projecting from here would silently skip the next records appended.
+                self.store.close()
+                self.log.close()
+                raise LogError(
+                    f"the read model {self.db_path} has projected partition {partition} up to offset "
+                    f"{stored}, but the log ends at offset {end}: acknowledged records are missing from "
+                    f"the log (restored from an older copy, or cut by hand). Restore the log, or rebuild the "
+                    f"read model from the log as it is with `adaptd replay --data-dir {data_dir} --into NEW.duckdb`"
+                    f" and move NEW.duckdb to {self.db_path}"
+                )
         truncated = self.log.stats().truncated_bytes
         if truncated:
             logger.warning("log recovery cut %d torn bytes at the tail", truncated)

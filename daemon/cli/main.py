@@ -44,6 +44,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy={
     "dash": "adaptd.tui.cli:dash",
+    "log": "adaptd.daemon.cli.log:log",
     "optimize": "adaptd.daemon.cli.optimize:optimize",
     "trainset": "adaptd.daemon.cli.optimize:trainset",
     "worker": "adaptd.daemon.cli.worker:worker",

@@ -17,6 +17,24 @@ class LogError(Exception):
     """The log could not do what was asked (closed, full, I/O error)."""
 
 
+class CorruptLog(LogError):
+    """A damaged frame that is not a torn tail: acknowledged records may lie after it.
+
+    Nothing was cut. ``segment`` is the file, ``position`` the byte of the damaged frame,
+    ``offset`` the offset that frame should carry; the message names the command that
+    reports every damaged frame (``adaptd log verify``).
+    """
+
+    def __init__(self, segment: str, position: int, offset: int, reason: str, data_dir: str) -> None:
+        super().__init__(
+            f"corrupt frame in {segment} at byte {position} (offset {offset}): {reason}. "
+            f"This is not a torn tail (valid frames follow it), so nothing was cut and the log "
+            f"will not open. Run `adaptd log verify --data-dir {data_dir}` for a report of every "
+            f"damaged frame, then restore the segment from a backup before starting again."
+        )
+        self.segment, self.position, self.offset, self.reason = segment, position, offset, reason
+
+
 class LogClosed(LogError):
     """The log has been closed; nothing more can be appended."""
 

@@ -123,7 +123,12 @@ class FileLog(StreamLog):
             raise
 
     def _open_segments(self) -> tuple[Segment, ...]:
-        """List the segments, cut the last one's torn tail, create segment 0 if none."""
+        """List the segments, verify the sealed ones, cut the last one's torn tail, create
+        segment 0 if none.
+
+        Raises:
+            CorruptLog: a damaged frame anywhere but a torn tail (nothing is changed).
+        """
         bases = list_bases(self.path)
         if not bases and not self._read_only:
             os.close(os.open(segment_path(self.path, 0), os.O_WRONLY | os.O_CREAT, 0o644))
@@ -136,6 +141,12 @@ class FileLog(StreamLog):
         segments = [Segment(b, segment_path(self.path, b), 0, b) for b in bases or [0]]
         for segment, following in zip(segments, segments[1:]):
             segment.size, segment.end = segment.path.stat().st_size, following.base
+            # Every frame is checked at open: damage in a sealed segment must stop the
+            # daemon now, not surface later as a failed read in replay or a stalled tail.
+            try:
+                segment.verify_sealed()
+            finally:
+                segment.close_reader()
         last = segments[-1]
         cut = last.recover(truncate=not self._read_only)
         last.close_reader()  # reads reopen it lazily

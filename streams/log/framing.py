@@ -26,6 +26,7 @@ HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 1 << 30
 
 _OFFSET_TS = struct.Struct("<QQ")
+_OFFSET = struct.Struct("<Q")
 
 
 class FrameError(ValueError):
@@ -207,3 +208,35 @@ def scan(
         offset += 1
         pos = end
     return Scan(pos, offset, last_ts, 0, None)
+
+
+#: How many offsets past a damaged frame :func:`find_frame_after` looks for.
+SEARCH_OFFSETS = 256
+
+
+def find_frame_after(buf: bytes, pos: int, offset: int, *, span: int = SEARCH_OFFSETS) -> tuple[int, int] | None:
+    """Find a whole, valid frame past the damaged one at ``pos`` (which should carry ``offset``).
+
+    Tells a torn tail (nothing valid after the damage: cut it) from damage in the middle
+    (valid frames follow, which may have been acknowledged: never cut them). A frame counts
+    when its header sits where its offset field says, its length fits in ``buf``, its
+    offset is one of the ``span`` offsets after ``offset``, and its CRC matches; a CRC
+    match by chance is about 2**-32 per candidate.
+
+    Returns:
+        (byte position, offset) of the first such frame found, or None when there is none.
+    """
+    view = memoryview(buf)
+    size = len(buf)
+    for candidate in range(offset + 1, offset + 1 + span):
+        needle = _OFFSET.pack(candidate)
+        at = buf.find(needle, pos + 9)
+        while at != -1:
+            start = at - 8  # the offset field is at byte 8 of a header
+            if start + HEADER_SIZE <= size:
+                length, crc, _, _ = HEADER.unpack_from(buf, start)
+                end = start + HEADER_SIZE + length
+                if length <= MAX_PAYLOAD and end <= size and zlib.crc32(view[start + 8 : end]) == crc:
+                    return start, candidate
+            at = buf.find(needle, at + 1)
+    return None

@@ -16,7 +16,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from adaptd.streams.log import framing
-from adaptd.streams.log.base import LogError
+from adaptd.streams.log.base import CorruptLog, LogError
 
 logger = logging.getLogger(__name__)
 
@@ -210,24 +210,58 @@ class Segment:
             raise LogError(f"{self.path} is damaged: {error or f'its frames end at offset {end}, not {self.end}'}")
         self.index, self.last_ts = index, last_ts
 
+    def damage_after(self, position: int, offset: int, file_size: int) -> tuple[int, int] | None:
+        """A valid frame past the damaged one at ``position`` (see framing.find_frame_after).
+
+        Returns:
+            (byte position, offset) of a later valid frame, or None: the damage is a torn tail.
+        """
+        buf = os.pread(self.reader_fd(), file_size - position, position)
+        found = framing.find_frame_after(buf, 0, offset)
+        return None if found is None else (position + found[0], found[1])
+
+    def corrupt(self, position: int, offset: int, reason: str) -> CorruptLog:
+        """The error that refuses to open this segment's log (data dir: the log's parent)."""
+        return CorruptLog(str(self.path), position, offset, reason, str(self.path.parent.parent))
+
+    def verify_sealed(self) -> None:
+        """Check every frame of a sealed segment (length, offset sequence, CRC).
+
+        Raises:
+            CorruptLog: a frame is damaged, or the frames do not reach the next segment.
+        """
+        index: list[tuple[int, int]] = []
+        pos, end, last_ts, error = self.scan(0, self.size, self.base, verify=True, index=index)
+        if error or end != self.end:
+            raise self.corrupt(pos, end, error or f"its frames end at offset {end}, not {self.end}")
+        self.index, self.last_ts = index, last_ts
+
     def recover(self, *, truncate: bool) -> int:
         """Validate every frame (length, offset sequence, CRC) and cut a torn tail.
 
-        Sets ``size``, ``end``, ``last_ts`` and ``index`` from what is valid.  Frames after
-        the first bad one were never acknowledged (acks follow the fsync), so cutting them
-        loses no acknowledged record.
+        Sets ``size``, ``end``, ``last_ts`` and ``index`` from what is valid. Only a true
+        torn tail is cut: a damaged frame with no valid frame after it. Such frames were
+        never acknowledged (acks follow the fsync, and a crash tears only the last write),
+        so cutting them loses no acknowledged record. Damage with valid frames after it
+        (a flipped byte, a bad sector) cuts nothing and raises.
 
         Args:
             truncate: cut the file (else only ignore the tail, for read-only opens).
 
         Returns:
             The number of bytes past the valid prefix (0 when the file is clean).
+
+        Raises:
+            CorruptLog: damage in the middle of the segment; the file is left as it was.
         """
         index: list[tuple[int, int]] = []
         file_size = os.fstat(self.reader_fd()).st_size
         end, next_offset, last_ts, error = self.scan(0, file_size, self.base, verify=True, index=index)
         cut = file_size - end
         if error:
+            later = self.damage_after(end, next_offset, file_size)
+            if later is not None:
+                raise self.corrupt(end, next_offset, f"{error}; a valid frame of offset {later[1]} follows at byte {later[0]}")
             action = "truncating" if truncate else "ignoring"
             logger.warning("%s %d bytes of torn tail in %s (%s at byte %d)", action, cut, self.path, error, end)
             if truncate:
