@@ -24,13 +24,7 @@ The folders of the repository map into this namespace (see ``pyproject.toml``):
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = version("adaptd")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0.0.0+src"
 
 if TYPE_CHECKING:
     from adaptd.adapters import (
@@ -93,7 +87,17 @@ _SDK = frozenset(__all__)
 
 
 def __getattr__(name: str) -> Any:
-    """Resolve an SDK name from ``adaptd.adapters``; any other name is an AttributeError."""
+    """Resolve ``__version__`` or an SDK name from ``adaptd.adapters``; any other name is an
+    AttributeError."""
+    if name == "__version__":  # importlib.metadata costs ~45 ms: only when asked
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("adaptd")
+        except PackageNotFoundError:  # a source tree that was never installed
+            value = "0.0.0+src"
+        globals()[name] = value
+        return value
     if name not in _SDK:
         raise AttributeError(f"module 'adaptd' has no attribute {name!r}")
     import adaptd.adapters as sdk
@@ -104,4 +108,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SDK)
+    return sorted(set(globals()) | _SDK | {"__version__"})
