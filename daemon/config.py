@@ -108,11 +108,27 @@ class ProcessorSettings(BaseModel):
 
 
 class Tenant(BaseModel):
-    """A tenant and the bearer tokens that act for it."""
+    """A tenant and the bearer tokens that act for it.
+
+    ``admin`` is opt-in: only a tenant with ``admin = true`` may use the write endpoints
+    (routing actions, optimization jobs, revert, acknowledge).
+    """
 
     name: str
-    tokens: list[str] = Field(default_factory=list)
-    admin: bool = True
+    tokens: list[str] = Field(
+        default_factory=list, validate_default=True,
+        description="bearer tokens that act for the tenant: at least one, none empty",
+    )
+    admin: bool = Field(False, description="may use the admin (write) endpoints")
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens_given(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError('a [[tenants]] entry needs at least one token: add tokens = ["<secret>"]')
+        if any(not token.strip() for token in value):
+            raise ValueError("tokens must not be empty or whitespace: give each token a secret value")
+        return value
 
 
 class Settings(BaseSettings):

@@ -1,9 +1,9 @@
 """Dashboard and admin endpoints: the adaptation timeline, revert, signal acknowledgement,
 every routing table at once, and the optimizer runs.
 
-Write endpoints are admin-only (a tenant with ``admin = false`` gets 403) and never edit
-rows: they append an ``adaptation`` event (source ``adaptd.api``) to the log, so the
-effect survives restarts and a replay rebuilds it.
+Write endpoints are admin-only (``Auth.Admin``: a tenant without ``admin = true`` gets
+403) and never edit rows: they append an ``adaptation`` event (source ``adaptd.api``) to
+the log, so the effect survives restarts and a replay rebuilds it.
 
 - ``POST /v1/adaptations/{id}/revert`` appends the inverse admin action (``revert``),
   with ``details.reverts`` = the reverted id and ``caused_by`` = [that id];
@@ -18,7 +18,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -27,6 +27,7 @@ from adaptd.daemon.adaptation.revert import Inverse, NotRevertible, inverse
 from adaptd.daemon.adaptation.table import default_table
 from adaptd.daemon.admin_events import SOURCE, admin_event, append_admin_event
 from adaptd.daemon.config import Settings
+from adaptd.daemon.http.auth import Auth
 from adaptd.daemon.ingest import Limits
 from adaptd.daemon.readmodel.store import Store
 
@@ -93,23 +94,13 @@ def adaptations(store: Store, tenant: str, *, program: str | None, actions: list
         WHERE {' AND '.join(where)} ORDER BY a.ts DESC, a.log_offset DESC LIMIT {int(limit)}""", [tenant, *params])
 
 
-def admin_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
-    """The endpoints above; ``tenant_dependency`` is the app's bearer-token tenant
-    (``Annotated[str, Depends(...)]``)."""
+def admin_router(settings: Settings, auth: Auth) -> APIRouter:
+    """The endpoints above; ``auth`` holds the app's bearer-token tenant (``auth.Tenant``)
+    and admin (``auth.Admin``) dependencies."""
     programs: dict[str, ProgramRouting] = {p.program: p for p in settings.routing}
-    tokens = settings.token_map()
     limits = Limits(**settings.limits.model_dump())
     router = APIRouter()
-    Tenant = tenant_dependency
-
-    def admin(request: Request, tenant: Tenant) -> str:
-        """The caller's tenant if it may act (no tenants configured: the loopback default)."""
-        if not tokens:
-            return tenant
-        token = request.headers.get("authorization", "").partition(" ")[2].strip()
-        if not tokens[token].admin:
-            raise HTTPException(403, f"tenant {tenant!r} is not an admin: use the token of a tenant with admin = true")
-        return tenant
+    Tenant, Admin = auth.Tenant, auth.Admin
 
     def store_of(request: Request) -> Store:
         return request.app.state.runtime.store
@@ -143,7 +134,7 @@ def admin_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
 
     @router.post("/v1/adaptations/{adaptation_id}/revert", status_code=202,
                  summary="Admin: append the inverse of an adaptation (422 when it has none)")
-    async def revert(request: Request, adaptation_id: str, tenant: str = Depends(admin),
+    async def revert(request: Request, adaptation_id: str, tenant: Admin,
                      body: Note | None = None) -> dict[str, Any]:
         key = _uuid(adaptation_id, "adaptation")
         store = store_of(request)
@@ -177,7 +168,7 @@ def admin_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
 
     @router.post("/v1/signals/{signal_id}/ack", status_code=202,
                  summary="Admin: acknowledge a signal (appended to the log as a signal_ack adaptation)")
-    async def ack(request: Request, signal_id: str, tenant: str = Depends(admin),
+    async def ack(request: Request, signal_id: str, tenant: Admin,
                   body: Note | None = None) -> dict[str, Any]:
         key = _uuid(signal_id, "signal")
         store = store_of(request)

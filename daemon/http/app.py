@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +22,7 @@ from adaptd.daemon import __version__
 from adaptd.daemon.config import Settings
 from adaptd.daemon.http import otlp
 from adaptd.daemon.http.admin import admin_router
+from adaptd.daemon.http.auth import Auth
 from adaptd.daemon.http.optimize import optimization_router
 from adaptd.daemon.http.routing import routing_router
 from adaptd.daemon.ingest import IngestError, Limits, decompress, parse_items, prepare
@@ -62,30 +64,27 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         summary="Event-sourced telemetry and adaptation daemon for DSPy and LLM programs",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        # served below behind the tenant dependency: open only when no tenants are configured
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
-    tokens = settings.token_map()
     limits = Limits(**settings.limits.model_dump())
+    auth = Auth(settings)
+    Tenant = auth.Tenant
 
-    def tenant(request: Request) -> str:
-        """The caller's tenant, from its bearer token (``default`` when no tenants exist)."""
-        if not tokens:
-            return "default"
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header:
-            raise HTTPException(
-                401,
-                "missing bearer token: send 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if scheme.lower() != "bearer" or token.strip() not in tokens:
-            raise HTTPException(
-                401, "unknown bearer token: check ADAPTD_TOKEN / --token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return tokens[token.strip()].name
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(tenant: Tenant) -> Response:
+        """The OpenAPI document (needs a token when tenants are configured)."""
+        return JSONResponse(app.openapi())
 
-    Tenant = Annotated[str, Depends(tenant)]
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(tenant: Tenant) -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(tenant: Tenant) -> Response:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
     def runtime_of(request: Request) -> Runtime:
         return request.app.state.runtime
@@ -234,9 +233,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         )
         return {"window": window, "items": rows}
 
-    app.include_router(routing_router(settings, Tenant))
-    app.include_router(optimization_router(Tenant))
-    app.include_router(admin_router(settings, Tenant))
+    app.include_router(routing_router(settings, auth))
+    app.include_router(optimization_router(auth))
+    app.include_router(admin_router(settings, auth))
 
     @app.get("/v1/signals", summary="Anomaly, drift and breaker signals, newest first")
     async def signals(

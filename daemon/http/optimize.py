@@ -1,6 +1,6 @@
 """HTTP endpoints of the optimization feature (``/v1/optimization/...``).
 
-Jobs run in the service's worker thread; handlers only validate, query and append, each
+Queueing a job is an admin action (``Auth.Admin``).  Jobs run in the service's worker thread; handlers only validate, query and append, each
 in the thread pool (DuckDB and the log block).
 """
 
@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from adaptd.daemon.http.auth import Auth
 from adaptd.daemon.optimize.harvest import harvest
 from adaptd.daemon.optimize.jobs import JobError, slug
 from adaptd.daemon.optimize.recommend import RecommendError, Situation, missing_packages, recommend
@@ -62,10 +63,11 @@ def _job_error(exc: JobError) -> HTTPException:
     return HTTPException(exc.status, str(exc), headers={"Retry-After": "5"} if exc.status in (429, 503) else None)
 
 
-def optimization_router(tenant_dependency: Any) -> APIRouter:
-    """The ``/v1/optimization`` endpoints; ``tenant_dependency`` is the app's bearer-token tenant."""
+def optimization_router(auth: Auth) -> APIRouter:
+    """The ``/v1/optimization`` endpoints; ``auth`` holds the app's bearer-token tenant
+    (``auth.Tenant``) and admin (``auth.Admin``: creating a job) dependencies."""
     router = APIRouter()
-    Tenant = tenant_dependency
+    Tenant, Admin = auth.Tenant, auth.Admin
 
     @router.post("/v1/optimization/recommend", summary="Recommend a DSPy optimizer (reasoning, alternatives, cost)")
     async def post_recommend(request: Request, tenant: Tenant, body: RecommendBody) -> dict[str, Any]:
@@ -98,7 +100,7 @@ def optimization_router(tenant_dependency: Any) -> APIRouter:
             raise HTTPException(422, str(exc)) from None
 
     @router.post("/v1/optimization/jobs", status_code=202, summary="Queue an optimization job")
-    async def post_job(request: Request, tenant: Tenant, body: JobBody) -> dict[str, Any]:
+    async def post_job(request: Request, tenant: Admin, body: JobBody) -> dict[str, Any]:
         service = _service(request)
         try:
             return await run_in_threadpool(service.jobs.create, tenant, body.program, optimizer=body.optimizer,

@@ -1,5 +1,5 @@
 """Routing endpoints: the current table per program (with ETag long-polling), breaker
-states, and the admin actions (pin, unpin, canary, promote, rollback).
+states, and the admin actions (pin, unpin, canary, promote, rollback; admin tenants only).
 
 Admin actions are ``adaptation`` events appended to the log (source ``adaptd.api``); the
 routing policy reads them from there like everything else, so they replay too.
@@ -19,6 +19,7 @@ from adaptd.daemon.adaptation.config import ProgramRouting
 from adaptd.daemon.adaptation.table import default_table
 from adaptd.daemon.admin_events import admin_event, append_admin_event
 from adaptd.daemon.config import Settings
+from adaptd.daemon.http.auth import Auth
 from adaptd.daemon.ingest import Limits
 
 #: Longest a long-poll (``?wait=``) holds the request.
@@ -35,13 +36,13 @@ class AdminAction(BaseModel):
     reason: str | None = Field(None, max_length=500, description="why, for the timeline")
 
 
-def routing_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
-    """The routing endpoints for ``settings.routing``; ``tenant_dependency`` is the app's
-    ``Annotated[str, Depends(...)]`` bearer-token tenant."""
+def routing_router(settings: Settings, auth: Auth) -> APIRouter:
+    """The routing endpoints for ``settings.routing``; ``auth`` holds the app's bearer-token
+    tenant (``auth.Tenant``) and admin (``auth.Admin``, for the actions) dependencies."""
     programs: dict[str, ProgramRouting] = {p.program: p for p in settings.routing}
     limits = Limits(**settings.limits.model_dump())
     router = APIRouter()
-    Tenant = tenant_dependency
+    Tenant, Admin = auth.Tenant, auth.Admin
 
     def configured(program: str) -> ProgramRouting:
         routing = programs.get(program)
@@ -87,7 +88,7 @@ def routing_router(settings: Settings, tenant_dependency: Any) -> APIRouter:
                  summary="Admin: pin / unpin / canary / promote / rollback a route (appended to the log)")
     async def admin(
         request: Request,
-        tenant: Tenant,
+        tenant: Admin,
         program: str,
         action: Literal["pin", "unpin", "canary", "promote", "rollback"],
         body: AdminAction,
