@@ -34,4 +34,4 @@ lint: install
 	PYTHONPATH=build/lint $(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .adaptd .pytest_cache
+	rm -rf $(VENV) .adaptd .pytest_cache build

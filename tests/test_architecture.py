@@ -34,3 +34,8 @@ def test_streams_imports_none_of_our_other_packages() -> None:
 def test_sdk_never_pulls_in_the_daemon_or_the_dashboard() -> None:
     loaded = _modules_after_import("adaptd.adapters")
     assert not loaded & {"adaptd.daemon", "adaptd.tui", "duckdb", "fastapi", "uvicorn"}
+
+
+def test_the_cli_group_loads_no_daemon_dependency_so_the_dashboard_needs_only_its_extra() -> None:
+    loaded = _modules_after_import("adaptd.daemon.cli.main")
+    assert not loaded & {"duckdb", "fastapi", "uvicorn", "pydantic_settings", "numpy", "scipy", "textual"}

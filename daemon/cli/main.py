@@ -17,7 +17,6 @@ import click
 import orjson
 
 from adaptd.daemon.cli.common import client, detail, fail, request, token_option, url_option
-from adaptd.daemon.config import ConfigError, load_settings
 from adaptd.streams.log.base import LogError
 
 
@@ -62,6 +61,7 @@ def main() -> None:
 @click.option("--log", "log_url", help="Stream log: 'file' (embedded) or kafka://HOST:PORT.")
 def up(config: Path | None, data_dir: Path | None, host: str | None, port: int | None, log_url: str | None) -> None:
     """Start the daemon in the foreground (Ctrl+C / SIGTERM stops it gracefully)."""
+    from adaptd.daemon.config import ConfigError, load_settings
     from adaptd.daemon.http.server import serve
 
     try:
@@ -114,6 +114,7 @@ def replay(data_dir: Path, into: Path, overwrite: bool, config: Path | None, no_
     log holds a derived event the re-run does not reproduce.  Events only the re-run
     produces ("missing") are reported, not an error: the log may predate the processors.
     """
+    from adaptd.daemon.config import ConfigError, load_settings
     from adaptd.daemon.readmodel.replay import check_derived
     from adaptd.daemon.readmodel.replay import replay as run_replay
     from adaptd.daemon.runtime import build_processors, runtime_options
