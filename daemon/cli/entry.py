@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else argv
     command = command_of(args)
-    extras = COMMAND_EXTRAS.get(command or "", ("daemon",)) if command else ("daemon",)
+    extras = COMMAND_EXTRAS.get(command or "", ("daemon",))
     for extra in extras:
         missing = missing_modules(EXTRAS[extra])
         if missing:
