@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -16,14 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from adaptd.daemon.testing import DaemonProcess
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -72,27 +65,14 @@ def daemon(fsync: str = "batch", prefix: str = "adaptd-bench-", timeout: float =
     """Run a daemon in a fresh data directory; yields ``(process, base_url)`` once healthy.
 
     Raises:
-        SystemExit: the daemon did not answer ``/v1/health`` within ``timeout`` seconds.
+        DaemonError: the daemon exited or did not answer ``/v1/health`` within ``timeout`` seconds.
     """
-    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
-    port = free_port()
-    env = {**os.environ, "ADAPTD_LOG__FSYNC": fsync, "ADAPTD_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "adaptd.daemon.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
-                            cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    proc = DaemonProcess(root / "data", env={"ADAPTD_LOG__FSYNC": fsync, "ADAPTD_LOG_LEVEL": "warning"}, cwd=REPO)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("daemon did not start")
-            time.sleep(0.05)
-        yield proc, url
+        proc.start(timeout=timeout)
+        assert proc.proc is not None
+        yield proc.proc, proc.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=120)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        proc.stop(timeout=120)
+        shutil.rmtree(root, ignore_errors=True)

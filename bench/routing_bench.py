@@ -25,7 +25,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +41,7 @@ import httpx  # noqa: E402
 
 from adaptd.daemon.demo.mock_provider import MockServer  # noqa: E402
 from adaptd.daemon.demo.scenarios import SCENARIOS, Scenario, grade, make_tasks  # noqa: E402
-from bench.daemon_proc import free_port  # noqa: E402
+from adaptd.daemon.testing import DaemonProcess  # noqa: E402
 from bench.routing_workload import AttemptRecorder, ReportingLM, RouterLM, run_workload, summarise  # noqa: E402
 
 PROGRAM = "bench"
@@ -115,34 +114,18 @@ def litellm_router(scenario: Scenario, server: MockServer, strategy: str, api_ke
 # --------------------------------------------------------------------------- daemon
 
 
-class Daemon:
-    """``adaptd up --config`` in a fresh data dir on a free port (context manager)."""
+class Daemon(DaemonProcess):
+    """``adaptd up --config`` in a fresh data dir on a free port (context manager); ready
+    once the program's routing table answers."""
 
     def __init__(self, config_text: str) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="adaptd-routing-bench-"))
-        (self.dir / "adaptd.toml").write_text(config_text)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(self.dir / "data", config_text=config_text, env={"ADAPTD_LOG_LEVEL": "warning"},
+                         ready_path=f"/v1/routing/{PROGRAM}", log_path=self.dir / "daemon.log", cwd=REPO)
 
     def __enter__(self) -> Daemon:
-        env = {**os.environ, "ADAPTD_LOG_LEVEL": "warning"}
-        env.pop("ADAPTD_CONFIG", None)
-        self.log = open(self.dir / "daemon.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "adaptd.daemon.cli", "up", "--config", str(self.dir / "adaptd.toml"),
-                                      "--data-dir", str(self.dir / "data"), "--port", str(self.port)],
-                                     cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"daemon exited: {(self.dir / 'adaptd.daemon.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/v1/routing/{PROGRAM}", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)  # polling a starting subprocess
-        raise SystemExit("daemon did not answer within 90 s")
+        self.start(timeout=90)
+        return self
 
     def table(self) -> dict[str, Any] | None:
         try:
@@ -151,13 +134,7 @@ class Daemon:
             return None
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        self.stop(timeout=60)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -10,11 +10,7 @@ manager: leaving it stops the workload, the mock and the daemon, whatever happen
 from __future__ import annotations
 
 import json
-import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,14 +21,9 @@ from typing import Any
 from adaptd.daemon.demo import story, toy
 from adaptd.daemon.demo.mock_provider import MockServer
 from adaptd.daemon.demo.scenarios import grade, solve
+from adaptd.daemon.testing import DaemonProcess, free_port
 
 START_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _route_toml(name: str, b: Any) -> list[str]:
@@ -71,54 +62,21 @@ def config_toml(duration_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Daemon:
-    """``adaptd up`` on a free port with ``config`` in ``workdir`` (started by ``start``)."""
+class Daemon(DaemonProcess):
+    """``adaptd up`` on a free port with ``config`` in ``workdir`` (started by ``start``);
+    ``start`` raises ``DaemonError`` with its log's tail if it exits or does not answer
+    within ``START_TIMEOUT_S``."""
 
     def __init__(self, workdir: Path, config: str) -> None:
         self.dir = workdir
         (workdir / "adaptd.toml").write_text(config)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(workdir / "data", config=workdir / "adaptd.toml", env={"ADAPTD_LOG_LEVEL": "warning"},
+                         log_path=workdir / "daemon.log")
+        self.port = free_port()  # known before start: the workload is configured with the URL
 
-    def start(self) -> Daemon:
-        """Start it and wait until it answers (raises RuntimeError with its log's tail if
-        it exits or does not answer within ``START_TIMEOUT_S``)."""
-        import httpx
-
-        env = {**os.environ, "ADAPTD_LOG_LEVEL": "warning"}
-        env.pop("ADAPTD_CONFIG", None)
-        self.log = open(self.dir / "daemon.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adaptd.daemon.cli", "up", "--config", str(self.dir / "adaptd.toml"),
-             "--data-dir", str(self.dir / "data"), "--port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited: {self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)  # polling a starting subprocess
-        raise RuntimeError(f"the daemon did not answer within {START_TIMEOUT_S:.0f} s: {self.tail()}")
-
-    def tail(self) -> str:
-        path = self.dir / "daemon.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if getattr(self, "log", None) is not None:
-            self.log.close()
+    def start(self, timeout: float = START_TIMEOUT_S) -> Daemon:
+        super().start(timeout=timeout)
+        return self
 
 
 class SlotPrograms:
