@@ -251,6 +251,7 @@ def _route_args(lm: Any, prompt: Any) -> tuple[Any, ...]:
     if prompt is None:
         return ()
     model = getattr(prompt, "model", None)
-    if model is not None and dataclasses.is_dataclass(prompt) and model != lm.model:
+    # A dataclass instance (is_dataclass is also true of a dataclass class, which replace refuses).
+    if model is not None and dataclasses.is_dataclass(prompt) and not isinstance(prompt, type) and model != lm.model:
         return (dataclasses.replace(prompt, model=lm.model),)
     return (prompt,)

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from adaptd.adapters.delivery import Delivery
 from adaptd.adapters.encode import BUILT, NO_POSITIONAL, InvalidEvent, encode, validate_batch
@@ -31,6 +31,18 @@ log = logging.getLogger("adaptd.sdk")
 
 DEFAULT_URL = "http://127.0.0.1:7710"
 _MiB = 1024 * 1024
+
+
+class _DeliveryConfig(TypedDict):
+    """``Delivery``'s keyword settings, kept to build a new one after a fork."""
+
+    max_retries: int
+    backoff: Backoff
+    offline_max_s: float
+    max_batch: int
+    max_request_bytes: int
+    clock: Callable[[], float]
+    rng: random.Random
 
 
 def _flush_at_exit(ref: weakref.ref[Client], timeout: float) -> None:
@@ -118,7 +130,7 @@ class Client:
         self._delay_s = schedule_delay_ms / 1000
         self._max_event_bytes = max_event_bytes
         self._now_ns = time_ns
-        self._delivery_config = {
+        self._delivery_config: _DeliveryConfig = {
             "max_retries": max_retries,
             "backoff": Backoff(retry_backoff_s, retry_max_backoff_s),
             "offline_max_s": offline_max_backoff_s,

@@ -82,7 +82,7 @@ class _Call:
         self.instance = instance
         self.inputs = inputs
         self.parent = parent
-        self.root = parent.root if parent is not None else self
+        self.root: _Call = parent.root if parent is not None else self
         self.program = program
         self.lm: list[tuple[Any, ...]] | None = None
         self.attrs: dict[str, Any] | None = None
@@ -231,12 +231,15 @@ class AdaptdCallback(BaseCallback):
     def _adapter_end(self, call_id: str, key: str) -> None:
         try:
             ended = self._end(call_id)
-            if ended is None or ended[0].parent is None:
+            if ended is None:
                 return
             call, ms = ended
-            attrs = call.parent.attrs
+            parent = call.parent
+            if parent is None:
+                return
+            attrs = parent.attrs
             if attrs is None:
-                attrs = call.parent.attrs = {}
+                attrs = parent.attrs = {}
             attrs["adapter"] = type(call.instance).__name__
             attrs[key] = attrs.get(key, 0.0) + ms
         except Exception:

@@ -8,7 +8,7 @@ hot path. Pure functions of their inputs, apart from the UUIDv7's randomness.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import uuid_utils
@@ -157,7 +157,9 @@ def validate_batch(kinds: list[str], lines: list[bytes]) -> tuple[list[bytes], l
         except ValidationError as exc:
             bad: dict[int, list[Any]] = {}
             for err in exc.errors(include_url=False, include_input=False):
-                bad.setdefault(err["loc"][0], []).append(err)
+                # A list's errors are located by the item's index first (pydantic types
+                # a location part as int | str).
+                bad.setdefault(cast(int, err["loc"][0]), []).append(err)
         reasons.extend(_reason(kinds[start + i], errors) for i, errors in sorted(bad.items()))
         valid.extend(line for i, line in enumerate(chunk) if i not in bad)
     return valid, reasons

@@ -16,7 +16,7 @@ import inspect
 import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import uuid_utils
 
@@ -54,8 +54,8 @@ class Observation:
 
     def __init__(self, owner: Observer, program: str, parent: Observation | None) -> None:
         self.id = str(uuid_utils.uuid7())
-        self.parent_id = parent.id if parent else None
-        self.root_id = parent.root_id if parent else self.id
+        self.parent_id: str | None = parent.id if parent else None
+        self.root_id: str = parent.root_id if parent else self.id
         self.program = program
         self.fields: dict[str, Any] = {}
         self.capture_content = owner.capture_content
@@ -217,7 +217,7 @@ class Observer:
         # When the SDK itself failed, hand out a detached observation so obs.set() works.
         return obs if obs is not None else Observation(self, self.program or "default", None)
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         # The innermost observation of this context is the one this block entered: blocks
         # nest, so this is right even when one Observer is shared by threads or tasks.
         obs = _current.get()
@@ -227,7 +227,7 @@ class Observer:
     async def __aenter__(self) -> Observation:
         return self.__enter__()
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         return self.__exit__(exc_type, exc, tb)
 
 

@@ -145,8 +145,13 @@ class RouteRunner:
         if refresh:
             url = url or getattr(client, "url", None) or os.environ.get("ADAPTD_URL") or "http://127.0.0.1:7710"
             token = token if token is not None else os.environ.get("ADAPTD_TOKEN")
-            self.poller = TablePoller(url, program, self.set_table, token=token, wait_s=poll_wait_s,
+            self.poller = TablePoller(url, program, self._install_polled, token=token, wait_s=poll_wait_s,
                                       min_interval_s=poll_min_interval_s).start()  # fmt: skip
+
+    def _install_polled(self, table: RoutingTable) -> None:
+        """The poller's callback: ``set_table`` (an older table is ignored; a bad one raises,
+        so the poller fetches it again next time)."""
+        self.set_table(table)
 
     def _reinit_after_fork(self) -> None:
         """In a forked child: fresh breaker locks, and a reseeded generator when it is our

@@ -20,6 +20,7 @@ reason and the events concerned are counted as dropped.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import os
@@ -189,7 +190,7 @@ class Spill:
             self._w_fd, self._w_path, self._w_size = fd, path, 0
         return self._w_fd
 
-    def append(self, lines: Sequence[bytes]) -> int:
+    def append(self, lines: Sequence[builtins.bytes]) -> int:  # builtins: ``bytes`` is a property here
         """Append serialized events (no newlines inside) as whole lines.
 
         Returns:
@@ -266,7 +267,7 @@ class Spill:
 
     # -- reading -------------------------------------------------------------------------
 
-    def next_chunk(self, max_events: int, max_bytes: int | None = None) -> list[bytes] | None:
+    def next_chunk(self, max_events: int, max_bytes: int | None = None) -> list[builtins.bytes] | None:
         """The oldest spilled events not yet acknowledged: at most ``max_events``, and
         at most ``max_bytes`` of lines (but always at least one event).
 

@@ -22,6 +22,7 @@ sink has not finished, so a restart re-delivers what was pending (at least once)
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import threading
 import time
@@ -424,3 +425,36 @@ class AlertDispatcher:
         return {"position": self.position, "committed": self.committed, "lag": lag, "signals": self.signals,
                 "filtered": self.filtered, "duplicates": self.duplicates, "unreadable": self.unreadable,
                 "errors": self.errors, "last_error": self.last_error, "sinks": [s.stats() for s in self.sinks]}
+
+
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/\s?#'\"]+)[^\s'\"]*")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with every URL cut to ``scheme://host/…`` (credentials, path and query gone).
+
+    Webhook URLs often carry their secret in the path or query (Slack, Discord), and
+    error messages repeat the URL.  Text without a URL comes back unchanged.
+    """
+    def cut(match: re.Match[str]) -> str:
+        host = match.group(2).rpartition("@")[2]  # user:password@ goes too
+        return f"{match.group(1)}://{host}/…"
+
+    return _URL.sub(cut, text)
+
+
+def redacted_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``AlertDispatcher.stats()`` safe to show: URLs redacted (``redact_url``),
+    a command sink named by its program only (its arguments may hold secrets)."""
+    out = {**stats, "last_error": redact_url(stats["last_error"]) if stats.get("last_error") else stats.get("last_error")}
+    sinks = []
+    for sink in stats.get("sinks", []):
+        sink = dict(sink)
+        name = str(sink.get("name", ""))
+        sink["name"] = name.split(" ", 1)[0] + (" …" if " " in name else "") if sink.get("sink") == "command" \
+            else redact_url(name)
+        if sink.get("last_error"):
+            sink["last_error"] = redact_url(str(sink["last_error"]))
+        sinks.append(sink)
+    out["sinks"] = sinks
+    return out

@@ -39,6 +39,9 @@ class LogSettings(BaseModel):
     retention_bytes: int | None = Field(None, ge=0, description="None keeps everything")
     retention_hours: float | None = Field(None, ge=0, description="None keeps everything")
     max_pending_batches: int = Field(1024, ge=1)
+    fault_retry_ms: int = Field(
+        500, ge=0, le=60_000,
+        description="after a disk fault (ENOSPC, EIO) appends fail at once (503) for this long, then are retried")
 
 
 class LimitSettings(BaseModel):
@@ -47,6 +50,12 @@ class LimitSettings(BaseModel):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(10_000, ge=1)
     max_event_bytes: int = Field(256 * 1024, ge=256)
+    max_depth: int = Field(
+        64, ge=2, le=200, description="deepest nesting of an event (the event is level 1); deeper: dead letter")
+    max_future_s: float | None = Field(
+        300.0, ge=0, description="an event time further ahead of the receive time is dead-lettered (None: no bound)")
+    dead_letters_per_s: float = Field(
+        100.0, ge=0, description="dead letters written in full per tenant per second; beyond, answered and counted only")
 
 
 class OtlpSettings(BaseModel):
@@ -65,7 +74,8 @@ class ProcessorSettings(BaseModel):
     enabled: bool = Field(True, description="run the processors in the daemon")
     lateness_s: float = Field(5.0, ge=0, le=86_400, description="how far the watermark trails event time")
     max_future_s: float | None = Field(
-        300.0, ge=0, description="event times further ahead of the log's clock do not move the watermark past it"
+        0.0, ge=0, description="event times further ahead of the log's append time move the watermark only up to"
+        " append time + this; keep it below lateness_s, or one client's clock makes every tenant's events late"
     )
     batch: int = Field(20_000, ge=1, description="most log records per processing step")
     snapshot_every_records: int = Field(100_000, ge=1)
@@ -74,6 +84,11 @@ class ProcessorSettings(BaseModel):
                                        description="ascending window sizes, each dividing the next")
     dedupe_events: int = Field(100_000, ge=1, description="re-sent ids are recognised within this many events")
     join_events: int = Field(500_000, ge=1, description="feedback joins executions within this many events")
+    max_keys_per_tenant: int = Field(
+        10_000, ge=1, description="history and error-burst keys (program, module, route, model) a tenant holds;"
+        " a new key beyond it evicts the tenant's longest-idle key or is refused (counted)")
+    max_detector_keys_per_tenant: int = Field(
+        1_000, ge=1, description="anomaly keys and drift programs a tenant holds (each keeps detectors)")
     drift_enabled: bool = Field(True, description="run the drift processor")
     drift_window: str = Field("5m", description="drift windows per program, in event time")
     drift_min_executions: int = Field(500, ge=1, description="a drift window extends until it holds this many")
@@ -96,6 +111,15 @@ class ProcessorSettings(BaseModel):
         from adaptd.streams.processors.windows import parse_size
 
         parse_size(value)
+        return value
+
+    @field_validator("max_future_s")
+    @classmethod
+    def _future_below_lateness(cls, value: float | None, info: Any) -> float | None:
+        lateness = info.data.get("lateness_s")
+        if value is not None and value > 0 and lateness is not None and value >= lateness:
+            raise ValueError(f"max_future_s ({value:g}) must be below lateness_s ({lateness:g}): else one client's"
+                             " clock running ahead makes every tenant's live events late")
         return value
 
     @field_validator("history_windows")
@@ -146,6 +170,12 @@ class Settings(BaseSettings):
     otlp: OtlpSettings = Field(default_factory=OtlpSettings)
     tenants: list[Tenant] = Field(default_factory=list)
     projector_batch: int = Field(50_000, ge=1)
+    max_streams_per_tenant: int = Field(
+        16, ge=1, description="open live tails (GET /v1/stream) per tenant; one more is answered 429")
+    dead_letter_max_age_days: float = Field(
+        7.0, ge=0, description="dead letters older than this are deleted from the read model (by their time,"
+        " against the log's clock); 0 keeps them all. adaptd replay must use the same value"
+    )
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     #: Programs whose LM routes adaptd chooses (``[[routing]]``; see ``ProgramRouting``).

@@ -17,14 +17,14 @@ from pathlib import Path
 from adaptd.daemon.adaptation.config import ProgramRouting
 from adaptd.daemon.adaptation.policy import RoutingPolicy
 from adaptd.daemon.adaptation.policy_state import PolicyConfig
-from adaptd.daemon.alerts import AlertDispatcher
+from adaptd.daemon.alerts import AlertDispatcher, redacted_stats
 from adaptd.daemon.config import ConfigError, ProcessorSettings, Settings
 from adaptd.daemon.optimize.service import start_optimize
 from adaptd.daemon.readmodel.projector import Projector
 from adaptd.daemon.readmodel.store import Store
 from adaptd.streams.log import LogError, StreamLog, open_log
-from adaptd.streams.processors.anomaly.error_burst import ErrorBurstProcessor
-from adaptd.streams.processors.anomaly.processor import AnomalyProcessor
+from adaptd.streams.processors.anomaly.error_burst import BurstConfig, ErrorBurstProcessor
+from adaptd.streams.processors.anomaly.processor import AnomalyConfig, AnomalyProcessor
 from adaptd.streams.processors.drift.detector import DriftConfig
 from adaptd.streams.processors.drift.processor import DriftProcessor, DriftProcessorConfig
 from adaptd.streams.processors.history.processor import HistoryProcessor
@@ -33,22 +33,60 @@ from adaptd.streams.processors.runtime import ProcessorRuntime
 logger = logging.getLogger("adaptd.runtime")
 
 
+#: The ingest counters, kept in total and per tenant.
+COUNTER_NAMES = ("events_acked", "dead_letters", "batches_acked", "requests_refused", "dropped",
+                 "dead_letters_suppressed", "events_future")
+#: A component whose error count rose this recently, and which is behind, is not ready.
+READY_ERROR_WINDOW_S = 10.0
+
+
 @dataclass(slots=True)
 class Counters:
-    """Ingest counters since start (thread-safe increments through ``add``)."""
+    """Ingest counters since start, in total and per tenant (thread-safe through ``add``).
+
+    Tenants are the configured ones (or ``default``), so ``per_tenant`` stays small.
+    """
 
     events_acked: int = 0
     dead_letters: int = 0
     batches_acked: int = 0
     requests_refused: int = 0
     dropped: int = 0
+    #: dead letters not stored because the tenant's dead-letter rate limit was spent
+    dead_letters_suppressed: int = 0
+    #: events refused for a timestamp further ahead of the daemon's clock than limits.max_future_s
+    events_future: int = 0
+    per_tenant: dict[str, dict[str, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, **deltas: int) -> None:
-        """Add ``deltas`` to the named counters atomically."""
+    def add(self, tenant: str | None = None, **deltas: int) -> None:
+        """Add ``deltas`` to the named counters atomically, and to ``tenant``'s if given."""
         with self._lock:
+            mine = None if tenant is None else self.per_tenant.setdefault(tenant, dict.fromkeys(COUNTER_NAMES, 0))
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
+                if mine is not None:
+                    mine[name] += delta
+
+    def of(self, tenant: str) -> dict[str, int]:
+        """``tenant``'s counters (zeros when it sent nothing yet)."""
+        with self._lock:
+            return dict(self.per_tenant.get(tenant) or dict.fromkeys(COUNTER_NAMES, 0))
+
+
+class _ErrorWatch:
+    """When an error counter last rose, as seen by readiness checks."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def rising(self, name: str, errors: int, now: float) -> bool:
+        """True when ``errors`` rose within the last ``READY_ERROR_WINDOW_S`` seconds."""
+        count, since = self._seen.get(name, (0, float("-inf")))
+        if errors != count:
+            self._seen[name] = (errors, now)
+            since = now
+        return now - since < READY_ERROR_WINDOW_S
 
 
 def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouting] = (),
@@ -59,19 +97,20 @@ def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouti
     """
     processors: list = [
         HistoryProcessor(settings.history_windows, dedupe_events=settings.dedupe_events,
-                         join_events=settings.join_events),
-        ErrorBurstProcessor(),  # error-rate bursts from raw executions, within seconds
+                         join_events=settings.join_events, max_keys_per_tenant=settings.max_keys_per_tenant),
+        ErrorBurstProcessor(BurstConfig(max_keys_per_tenant=settings.max_keys_per_tenant)),  # error-rate bursts from raw executions, within seconds
     ]
     if settings.drift_enabled:
         processors.append(DriftProcessor(DriftProcessorConfig(
             window=settings.drift_window, min_executions=settings.drift_min_executions,
             resolve_windows=settings.drift_resolve_windows,
+            max_keys_per_tenant=settings.max_detector_keys_per_tenant,
             detector=DriftConfig(reference_windows=settings.drift_reference_windows),
             golden_quality=tuple((program, tuple(scores))
                                  for program, scores in sorted(settings.drift_golden_quality.items())))))
     if routing:  # reads outcomes, feedback, signals and admin actions; writes routing tables
         processors.append(RoutingPolicy(list(routing), policy))
-    processors.append(AnomalyProcessor())  # derived: detectors over history's closed windows
+    processors.append(AnomalyProcessor(AnomalyConfig(max_keys_per_tenant=settings.max_detector_keys_per_tenant)))  # derived: detectors over history's closed windows
     return processors
 
 
@@ -83,14 +122,28 @@ def runtime_options(settings: ProcessorSettings) -> dict[str, object]:
 class Runtime:
     """Opens and owns the log, the store, the projector and the processors for one data directory."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, log: StreamLog | None = None) -> None:
+        """Open everything for ``settings``.
+
+        Args:
+            settings: the daemon settings.
+            log: an already opened log to use instead of opening ``settings.log``
+                (tests pass one with an injected disk); the runtime closes it.
+
+        Raises:
+            ConfigError: the database is in use by another process.
+            LogError: the log cannot be opened (damaged: CorruptLog), or the read model
+                is ahead of it.
+        """
         self.settings = settings
         self.counters = Counters()
         self.started_at = time.time()
+        self._errors = _ErrorWatch()
+        self._errors_lock = threading.Lock()
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "adaptd.duckdb"
-        self.log: StreamLog = open_log(
+        self.log: StreamLog = log if log is not None else open_log(
             settings.log.url,
             data_dir,
             fsync=settings.log.fsync,
@@ -99,9 +152,10 @@ class Runtime:
             retention_bytes=settings.log.retention_bytes,
             retention_hours=settings.log.retention_hours,
             max_pending_batches=settings.log.max_pending_batches,
+            **({"fault_retry_ms": settings.log.fault_retry_ms} if settings.log.url.startswith("file") else {}),
         )
         try:
-            self.store = Store(self.db_path)
+            self.store = Store(self.db_path, dead_letter_max_age_days=settings.dead_letter_max_age_days)
         except Exception as exc:
             self.log.close()
             if "lock" in str(exc).lower():
@@ -180,26 +234,82 @@ class Runtime:
         self.log.close()
         self.store.close()
 
+    def readiness(self) -> list[str]:
+        """Why the daemon cannot do its work right now; empty when it is ready.
+
+        Not ready while the log refuses appends (a disk fault being retried), while the
+        projector or the processors thread is dead, or while one of them is behind the
+        log and its error count rose in the last ``READY_ERROR_WINDOW_S`` seconds (it is
+        failing, not merely busy).  Each reason is one line naming the part.
+        """
+        reasons = []
+        fault = self.log.write_fault()
+        if fault is not None:
+            reasons.append(f"log: appends fail: {fault}")
+        now = time.monotonic()
+        parts = [("projector", self.projector, lambda: self.projector.lag(), self.projector.is_alive())]
+        if self.processors is not None:  # its loop outlives every error: only failing, never dead
+            parts.append(("processors", self.processors, self.processors.lag, True))
+        with self._errors_lock:
+            for name, part, lag, alive in parts:
+                if not alive and not self._closed:
+                    reasons.append(f"{name}: stopped ({part.last_error or 'no error recorded'})")
+                    continue
+                try:
+                    behind = lag() > 0
+                except LogError:
+                    behind = True
+                if self._errors.rising(name, part.errors, now) and behind:
+                    reasons.append(f"{name}: failing ({part.errors} errors; last: {part.last_error})")
+        return reasons
+
+    def tenant_stats(self, tenant: str) -> dict[str, object]:
+        """``/v1/stats`` for a tenant that is not an admin: its own counters and nothing
+        that tells about other tenants (no log offsets, totals or lags of the shared log).
+
+        ``caught_up`` is whether everything acknowledged so far is projected.
+        """
+        mine = self.counters.of(tenant)
+        return {
+            "scope": "tenant",
+            "tenant": tenant,
+            **mine,
+            "caught_up": self.projector.lag() == 0,
+            "ready": not self.readiness(),
+            "uptime_s": round(time.time() - self.started_at, 3),
+        }
+
     def stats(self) -> dict[str, object]:
-        """The figures ``/v1/stats`` and ``adaptd status`` show."""
+        """The figures ``/v1/stats`` shows admins and ``adaptd status``: every counter of
+        the daemon, per tenant too; alert sink URLs redacted (see alerts.redacted_stats)."""
         c = self.counters
         log_stats = self.log.stats()
         end = self.log.end_offset()
         position = self.store.position()
+        with c._lock:
+            tenants = {name: dict(figures) for name, figures in c.per_tenant.items()}
         return {
+            "scope": "global",
             "events_acked": c.events_acked,
             "dead_letters": c.dead_letters,
             "batches_acked": c.batches_acked,
             "requests_refused": c.requests_refused,
             "dropped": c.dropped,
+            "dead_letters_suppressed": c.dead_letters_suppressed,
+            "events_future": c.events_future,
+            "store": self.store.stats(),
             "events_projected": self.projector.projected,
             "log_end_offset": end,
             "log_start_offset": self.log.start_offset(),
             "log_truncated_bytes": log_stats.truncated_bytes,
+            "log_write_faults": log_stats.extra.get("write_faults", 0),
+            "log_write_failing": self.log.write_fault(),
             "projector_position": position,
             "projector_lag": max(0, end - position),
             "projector_errors": self.projector.errors,
             "processors": self.processors.stats() if self.processors is not None else None,
-            "alerts": self.alerts.stats() if self.alerts is not None else None,
+            "alerts": redacted_stats(self.alerts.stats()) if self.alerts is not None else None,
+            "tenants": tenants,
+            "ready": not self.readiness(),
             "uptime_s": round(time.time() - self.started_at, 3),
         }

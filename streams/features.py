@@ -143,6 +143,7 @@ def features(value: Any) -> dict[str, Any]:
 
 
 def _features(value: Any) -> dict[str, Any]:
+    out: dict[str, Any]
     if value is None or isinstance(value, bool):
         return {"type": _type_name(value)}
     if isinstance(value, str):
@@ -154,7 +155,7 @@ def _features(value: Any) -> dict[str, Any]:
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         return {"type": _type_name(value), "len": len(data), "sketch": sketch(data)}
-    out: dict[str, Any] = {"type": _type_name(value)}
+    out = {"type": _type_name(value)}
     mapping = value if isinstance(value, Mapping) else None
     if mapping is None and not isinstance(value, (int, float, list, tuple, set, frozenset)):
         mapping = _as_mapping(value)

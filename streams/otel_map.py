@@ -14,8 +14,10 @@ request, or an SDK ``ReadableSpan``)::
 Only ``trace_id``, ``span_id`` and ``start_ns`` are required. The output is event dicts
 ready for ``adaptd.daemon.ingest.prepare``: one ``execution`` per span and, for a span that is an
 LM call (OpenInference kind ``LLM``, or GenAI request model / usage attributes), one
-``lm_call`` too.  Ids are UUIDv5 of the trace and span ids, so a re-sent span maps to
-the same events and is stored once.
+``lm_call`` too.  Ids are UUIDv5 of the tenant (when given: the daemon's OTLP ingest
+always gives it) and the trace and span ids, so a re-sent span maps to the same events
+and is stored once, parent links within a tenant resolve, and two tenants that send the
+same span (trace and span ids travel between services) never share an event id.
 
 Fields: ``ts`` is the span start, ``duration_ms`` end - start (absent when the end is
 missing or earlier); ``program`` is attribute ``adaptd.program``, else resource
@@ -137,13 +139,16 @@ class Mapped:
     rejected: dict[int, str] = field(default_factory=dict)
 
 
-def execution_id(trace_id: str, span_id: str) -> uuid.UUID:
+def execution_id(trace_id: str, span_id: str, tenant: str | None = None) -> uuid.UUID:
     """The id of the ``execution`` of span ``span_id`` (hex) in trace ``trace_id`` (hex).
 
-    Equal to ``derived_id(NAMESPACE, trace_id, span_id)``, computed without its generic
-    joining (this runs once or twice per ingested span).
+    Equal to ``derived_id(NAMESPACE, tenant, trace_id, span_id)``, or without a tenant
+    ``derived_id(NAMESPACE, trace_id, span_id)``, computed without its generic joining
+    (this runs once or twice per ingested span).  The trace and span ids are hex of a
+    fixed length, so no tenant name can make two different triples hash alike.
     """
-    return uuid.UUID(bytes=_sha1(_NAMESPACE_BYTES + f"{trace_id}\x1f{span_id}".encode()).digest()[:16], version=5)
+    key = f"{trace_id}\x1f{span_id}" if tenant is None else f"{tenant}\x1f{trace_id}\x1f{span_id}"
+    return uuid.UUID(bytes=_sha1(_NAMESPACE_BYTES + key.encode()).digest()[:16], version=5)
 
 
 def lm_call_id(execution: uuid.UUID) -> uuid.UUID:
@@ -160,8 +165,12 @@ def is_lm_span(attributes: Mapping[str, Any]) -> bool:
     return attributes.get("openinference.span.kind") == "LLM" or any(k in attributes for k in _GENAI_LM_KEYS)
 
 
-def map_spans(spans: Iterable[Mapping[str, Any]], *, capture_content: bool = False) -> Mapped:
+def map_spans(spans: Iterable[Mapping[str, Any]], *, capture_content: bool = False,
+              tenant: str | None = None) -> Mapped:
     """Map every span (see the module docstring); a span that cannot be mapped is rejected.
+
+    ``tenant`` is mixed into every id (see ``execution_id``); None keeps the ids of the
+    trace and span alone (the SDK's bridge, which does not know its tenant).
 
     Equal content strings within the call are featurized once (nested spans of one
     trace often repeat their parent's input).
@@ -174,7 +183,8 @@ def map_spans(spans: Iterable[Mapping[str, Any]], *, capture_content: bool = Fal
     resources: dict[int, tuple[Mapping[str, Any], list[tuple[str, Any]], str | None]] = {}
     for i, span in enumerate(spans):
         try:
-            events = map_span(span, capture_content=capture_content, _cache=cache, _resources=resources)
+            events = map_span(span, capture_content=capture_content, tenant=tenant, _cache=cache,
+                              _resources=resources)
         except SpanError as exc:
             out.rejected[i] = str(exc)
             continue
@@ -187,10 +197,14 @@ def map_span(
     span: Mapping[str, Any],
     *,
     capture_content: bool = False,
+    tenant: str | None = None,
     _cache: dict[str, dict[str, Any]] | None = None,
     _resources: dict[int, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The events of one span: ``[execution]`` or ``[execution, lm_call]``.
+
+    ``tenant`` is mixed into the ids (see ``map_spans``); the event's own ``tenant``
+    field is not set here (ingest sets it from the credential).
 
     Raises:
         SpanError: ``trace_id`` / ``span_id`` missing, not hex of the right length, or
@@ -206,7 +220,7 @@ def map_span(
         raise SpanError(f"span {span_id}: start_ns must be positive unix nanoseconds, got {start!r}")
     end = span.get("end_ns")
     name = _name(span.get("name")) or "span"
-    eid = execution_id(trace_id, span_id)
+    eid = execution_id(trace_id, span_id, tenant)
 
     # One pass over the attributes: fields, content, the rest (bounded) into attrs.
     known: dict[str, Any] = {}
@@ -283,7 +297,7 @@ def map_span(
     if isinstance(end, int) and end >= start:
         event["duration_ms"] = (end - start) / 1e6
     if parent is not None:
-        event["parent_id"] = execution_id(trace_id, parent)
+        event["parent_id"] = execution_id(trace_id, parent, tenant)
     else:
         event["root_id"] = eid  # a root span is its own root; children do not know theirs
     if failed:

@@ -347,10 +347,10 @@ def test_a_full_queue_fails_the_batch_at_once_without_blocking(make_log: Opener)
     assert [f.result(TIMEOUT) for f in [first, *queued]] == [[0], [1], [2]]
 
 
-def test_a_failed_fsync_fails_the_batch_and_later_appends_without_hanging(
+def test_a_failed_fsync_fails_the_batch_without_hanging_and_appends_work_again_without_a_reopen(
     make_log: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = make_log()
+    log = make_log(fault_retry_ms=60_000)
     log.append([b"kept"], timeout=TIMEOUT)
 
     def broken_fsync(fd: int) -> None:
@@ -359,13 +359,21 @@ def test_a_failed_fsync_fails_the_batch_and_later_appends_without_hanging(
     monkeypatch.setattr(os, "fdatasync", broken_fsync)
     with pytest.raises(LogError, match="Input/output"):
         log.append([b"lost"], timeout=TIMEOUT)
-    with pytest.raises(LogError):
+    with pytest.raises(LogError, match="Input/output"):  # refused at once while the fault is retried
         log.append([b"refused"], timeout=TIMEOUT)
-    assert log.stats().extra["failed_batches"] >= 1
+    assert log.stats().extra["failed_batches"] >= 2
+    assert "Input/output" in (log.write_fault() or "")
     monkeypatch.undo()
     log.close()
-    log = make_log()
+    log = make_log(fault_retry_ms=0)
     assert [r.value for r in log.read(0)] == [b"kept"]  # the unacknowledged bytes were dropped
+    monkeypatch.setattr(os, "fdatasync", broken_fsync)
+    with pytest.raises(LogError, match="Input/output"):
+        log.append([b"lost again"], timeout=TIMEOUT)
+    monkeypatch.undo()
+    assert log.append([b"stored"], timeout=TIMEOUT) == [1]  # the same log, no reopen
+    assert log.write_fault() is None
+    assert [r.value for r in log.read(0)] == [b"kept", b"stored"]
 
 
 def test_cancelled_batches_are_not_written_and_non_bytes_are_refused(make_log: Opener) -> None:

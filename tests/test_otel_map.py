@@ -161,6 +161,18 @@ def test_ids_are_the_namespaced_uuid5_of_trace_and_span_ids() -> None:
     assert lm_call_id(eid) == derived_id(NAMESPACE, "lm_call", eid)
 
 
+def test_a_tenant_is_mixed_into_every_id_and_links_resolve_within_the_tenant() -> None:
+    assert execution_id(TRACE, CHILD, "acme") == derived_id(NAMESPACE, "acme", TRACE, CHILD)
+    acme = map_spans([span(span_id=ROOT, parent_span_id=None), span(span_id=CHILD, parent_span_id=ROOT)],
+                     tenant="acme").events
+    beta = map_spans([span(span_id=ROOT, parent_span_id=None), span(span_id=CHILD, parent_span_id=ROOT)],
+                     tenant="beta").events
+    assert acme[1]["parent_id"] == acme[0]["id"] and beta[1]["parent_id"] == beta[0]["id"]
+    assert {e["id"] for e in acme}.isdisjoint(e["id"] for e in beta)
+    assert [e["span_id"] for e in acme] == [e["span_id"] for e in beta] == [ROOT, CHILD]  # kept as they came
+    assert "tenant" not in acme[0]  # ingest sets the tenant from the credential
+
+
 def test_error_status_takes_type_and_message_from_the_exception_event() -> None:
     events = [{"name": "retry", "attributes": {}},
               {"name": "exception", "attributes": {"exception.type": "ValueError", "exception.message": "bad input",

@@ -179,12 +179,12 @@ def test_json_spans_with_hex_ids_land_and_get_a_json_answer(daemon: DaemonProces
     assert answer.json() == {}
 
     [row] = executions_of(daemon, "otlp-json", expect=1)
-    assert row["id"] == str(execution_id(trace_id.hex(), span_id.hex()))
+    assert row["id"] == str(execution_id(trace_id.hex(), span_id.hex(), "acme"))
     assert (row["model"], row["tokens_in"], row["tokens_out"]) == ("gpt-4o", 9, 4)
     assert (row["status"], row["error_message"]) == ("error", "rate limited")
     assert row["attrs"]["retries"] == [1, True]
     [lm_call] = lm_calls_of(daemon, "otlp-json", 1)
-    assert lm_call["id"] == str(lm_call_id(execution_id(trace_id.hex(), span_id.hex())))
+    assert lm_call["id"] == str(lm_call_id(execution_id(trace_id.hex(), span_id.hex(), "acme")))
     assert lm_call["status"] == "error"
 
 

@@ -12,12 +12,13 @@ import pytest
 from adaptd.daemon.readmodel.projector import Projector
 from adaptd.daemon.readmodel.replay import replay, tables_equal
 from adaptd.daemon.readmodel.store import Store
+from adaptd.daemon.testing import MemoryLog
 from adaptd.streams.events import KINDS, new_id
 
 try:
-    from test_store import MemoryLog, event
+    from test_store import event
 except ImportError:  # tests/ imported as a package
-    from tests.test_store import MemoryLog, event
+    from tests.test_store import event
 
 
 def _messy_stream(n: int, seed: int = 7) -> list[bytes]:

@@ -11,7 +11,6 @@ import threading
 import types
 import typing
 import uuid
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -22,56 +21,12 @@ import pytest
 from adaptd.daemon.readmodel.migrations import EVENT_TABLES, LATEST_VERSION, MigrationError, migrate
 from adaptd.daemon.readmodel.projector import Projector
 from adaptd.daemon.readmodel.store import Store
+from adaptd.daemon.testing import MemoryLog
 from adaptd.streams.events import KINDS, DeadLetter, new_id
-from adaptd.streams.log.base import LogStats, Record, StreamLog
+from adaptd.streams.log.base import Record
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
-
-
-class MemoryLog(StreamLog):
-    """A minimal in-memory StreamLog (one partition) for projector tests."""
-
-    def __init__(self) -> None:
-        self._values: list[bytes] = []
-        self._changed = threading.Condition()
-        self.commits: dict[tuple[str, int], int] = {}
-
-    def submit(self, values: list[bytes], keys: list[bytes] | None = None) -> Future[list[int]]:
-        future: Future[list[int]] = Future()
-        with self._changed:
-            first = len(self._values)
-            self._values.extend(values)
-            self._changed.notify_all()
-        future.set_result(list(range(first, first + len(values))))
-        return future
-
-    def read(self, offset: int, max_records: int = 1000, partition: int = 0) -> list[Record]:
-        with self._changed:
-            end = min(len(self._values), offset + max_records)
-            return [Record(o, self._values[o], 0, 1_700_000_000_000 + o) for o in range(offset, end)]
-
-    def end_offset(self, partition: int = 0) -> int:
-        return len(self._values)
-
-    def start_offset(self, partition: int = 0) -> int:
-        return 0
-
-    def wait(self, offset: int, timeout: float, partition: int = 0) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: len(self._values) > offset, timeout)
-
-    def commit(self, group: str, offset: int, partition: int = 0) -> None:
-        self.commits[(group, partition)] = offset
-
-    def committed(self, group: str, partition: int = 0) -> int | None:
-        return self.commits.get((group, partition))
-
-    def stats(self) -> LogStats:
-        return LogStats(appended=len(self._values))
-
-    def close(self) -> None:
-        pass
 
 
 def event(kind: str = "execution", **fields: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, ScreenStackError, UnknownModeError
@@ -47,7 +47,7 @@ class DashApp(App):
     """``adaptd dash``: one daemon at ``url``, six screens, keyboard first."""
 
     TITLE = "adaptd"
-    MODES = SCREENS
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = dict(SCREENS)
     COMMANDS = App.COMMANDS | {DashCommands}
     BINDINGS = [
         Binding("1", "switch_mode('overview')", "Overview"),

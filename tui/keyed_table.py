@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -38,7 +39,7 @@ class Plan:
     cells: list[tuple[Hashable, int, str]] = field(default_factory=list)
 
 
-def plan_update(shown: Mapping[Hashable, Row], new: Mapping[Hashable, Row]) -> Plan:
+def plan_update(shown: Mapping[Any, Row], new: Mapping[Any, Row]) -> Plan:
     """Cell updates when the keys keep their order (new keys only appended at the end);
     a rebuild when keys were removed or reordered.  Equal inputs give an empty plan."""
     old_keys, new_keys = list(shown), list(new)
@@ -104,8 +105,11 @@ class KeyedTable(ScrollView, can_focus=True):
     def row_count(self) -> int:
         return len(self._keys)
 
-    def apply(self, rows: Mapping[Hashable, Row]) -> Plan:
-        """Show ``rows`` (key -> cells, in display order); the cursor stays on its row."""
+    def apply(self, rows: Mapping[Any, Row]) -> Plan:
+        """Show ``rows`` (key -> cells, in display order); the cursor stays on its row.
+
+        Keys may be of any (hashable) type: ``Mapping[Any, ...]`` because a mapping is
+        invariant in its key type, so ``Mapping[Hashable, ...]`` would refuse a ``dict[str, ...]``."""
         plan = plan_update(self.shown, rows)
         selected = self.selected_key()
         self.shown = dict(rows)
@@ -162,9 +166,10 @@ class KeyedTable(ScrollView, can_focus=True):
             if index >= len(self._keys):
                 return Strip.blank(width, self.rich_style)
             key = self._keys[index]
-            text = self._lines.get(key)
-            if text is None:
-                text = self._lines[key] = self._format(self.shown[key])
+            line = self._lines.get(key)
+            if line is None:
+                line = self._lines[key] = self._format(self.shown[key])
+            text = line
             if index == self.cursor_row:
                 style = self.get_component_rich_style("keyed-table--cursor")
             elif index % 2:

@@ -79,7 +79,8 @@ def merge_sketches(sketches: Iterable[Mapping[str, Any]]) -> tuple[float, int, d
 
     Sketches missing ``index`` / ``count`` are skipped; no sketch gives ``(0.0, 0, {})``.
     """
-    alpha, zero, buckets = 0.0, 0, defaultdict(int)
+    alpha, zero = 0.0, 0
+    buckets: defaultdict[int, int] = defaultdict(int)
     for s in sketches:
         if not s or "index" not in s:
             continue

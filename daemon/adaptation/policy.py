@@ -16,7 +16,9 @@ overrides (pin, canary shares, rolled-back routes), and emits:
 Inputs, in log order: outcomes (``lm_call`` events by default, ``PolicyConfig.
 outcome_kinds``) of a configured program and route; ``feedback`` joined to a route by
 ``execution_id`` (through an execution carrying ``route``, an ``lm_call`` or a
-``route_decision`` with that ``execution_id``); ``signal`` events of other processors
+``route_decision`` with that ``execution_id``, of the feedback's own tenant: joins are
+kept per tenant, at most ``PolicyConfig.max_joins`` each, oldest in log order dropped
+first and counted, so one tenant's volume never pushes out another's joins); ``signal`` events of other processors
 (an open / update / resolved anomaly, drift or breaker signal on the program makes the
 next evaluation skip the rate limit and is cited in ``caused_by``); admin ``adaptation``
 events (``ADMIN_ACTIONS``; see ``_admin`` for the expected fields).
@@ -112,13 +114,16 @@ class RoutingPolicy:
         return PolicyState(seed=self.cfg.seed)
 
     def config(self) -> dict[str, Any]:
-        return {"version": 3, "policy": asdict(self.cfg),
+        return {"version": 4, "policy": asdict(self.cfg),
                 "programs": [p.model_dump() for p in self.programs.values()]}
 
     def metrics(self, state: PolicyState) -> dict[str, Any]:
         return {"programs": len(state.programs), "outcomes": state.outcomes, "feedback": state.feedback,
                 "ignored": state.ignored, "tables": sum(p.version for p in state.programs.values()),
-                "joins": len(state.joins)}
+                "joins": sum(len(j) for j in state.joins.values()),
+                "joins_dropped": dict(sorted(state.joins_dropped.items())),
+                # keys are (tenant, configured program): at most len(programs) per tenant
+                "keys_per_tenant_cap": len(self.programs)}
 
     def process(self, state: PolicyState, batch: EventBatch, watermark: int) -> tuple[PolicyState, list[dict]]:
         """Fold a runtime batch: its rows as dicts merged by log offset with
@@ -180,7 +185,7 @@ class RoutingPolicy:
         program, route = e.get("program"), e.get("route")
         if kind == "feedback":
             # joins are per tenant: a feedback can only score its own tenant's executions
-            join = state.joins.get(f"{tenant}\x1f{e.get('execution_id')}")
+            join = state.joins.get(tenant, {}).get(str(e.get("execution_id")))
             score = _num(e.get("score"))
             if join is None or score is None:
                 state.ignored += 1
@@ -196,7 +201,7 @@ class RoutingPolicy:
         if kind in ("execution", "lm_call", "route_decision") and configured and route is not None:
             join_id = e.get("id") if kind == "execution" else e.get("execution_id")
             if join_id is not None:
-                self._join(state, f"{tenant}\x1f{join_id}", (tenant, program, route))
+                self._join(state, tenant, str(join_id), (tenant, program, route))
         if kind in self.cfg.outcome_kinds and configured and route is not None:
             ps = self._program(state, tenant, program)
             self._advance(ps, ts, out)
@@ -214,10 +219,14 @@ class RoutingPolicy:
         elif kind != "route_decision" or not configured:
             state.ignored += 1
 
-    def _join(self, state: PolicyState, key: str, value: tuple[str, str, str]) -> None:
-        state.joins[key] = value
-        if len(state.joins) > self.cfg.max_joins:  # oldest first: dicts keep insertion order
-            del state.joins[next(iter(state.joins))]
+    def _join(self, state: PolicyState, tenant: str, execution_id: str, value: tuple[str, str, str]) -> None:
+        joins = state.joins.get(tenant)
+        if joins is None:
+            joins = state.joins[tenant] = {}
+        joins[execution_id] = value
+        if len(joins) > self.cfg.max_joins:  # oldest first: dicts keep insertion order
+            del joins[next(iter(joins))]
+            state.joins_dropped[tenant] = state.joins_dropped.get(tenant, 0) + 1
 
     def _cause(self, ps: ProgramState, event_id: str) -> None:
         if event_id not in ps.causes:

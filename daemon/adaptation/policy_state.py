@@ -23,7 +23,7 @@ class PolicyConfig:
     #: Share of a half-open route (the traffic that probes it).
     probe_share: float = 0.2
     outcome_kinds: tuple[str, ...] = ("lm_call",)
-    #: Bound on the execution id -> route joins kept for feedback (oldest dropped).
+    #: Bound on the execution id -> route joins kept for feedback, per tenant (oldest dropped).
     max_joins: int = 100_000
     #: Bound on the causes kept for the next table.
     max_causes: int = 32
@@ -78,8 +78,10 @@ class PolicyState:
 
     seed: int
     programs: dict[tuple[str, str], ProgramState] = field(default_factory=dict)
-    #: "tenant\x1fexecution id" -> (tenant, program, route), for feedback.
-    joins: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: tenant -> (execution id -> (tenant, program, route)), for that tenant's feedback.
+    joins: dict[str, dict[str, tuple[str, str, str]]] = field(default_factory=dict)
+    #: tenant -> joins dropped to stay within ``PolicyConfig.max_joins``.
+    joins_dropped: dict[str, int] = field(default_factory=dict)
     wm_tick: int = 0
     outcomes: int = 0
     feedback: int = 0

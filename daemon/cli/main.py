@@ -130,12 +130,17 @@ def replay(data_dir: Path, into: Path, overwrite: bool, config: Path | None, no_
     except ConfigError as exc:
         fail(str(exc))
     processors = loaded.processors
-    log = FileLog(log_dir, read_only=True)
+    try:  # a damaged segment refuses the open (CorruptLog), naming it and what to run
+        log = FileLog(log_dir, read_only=True)
+    except LogError as exc:
+        fail(f"cannot replay {log_dir}: {exc}")
     derived = None
     try:
-        result = run_replay(log, into, overwrite=overwrite)
+        result = run_replay(log, into, overwrite=overwrite, dead_letter_max_age_days=loaded.dead_letter_max_age_days)
         if processors.enabled and not no_derived:
             derived = check_derived(log, build_processors(processors, loaded.routing, loaded.routing_policy), **runtime_options(processors))
+    except LogError as exc:  # damage found while reading
+        fail(f"cannot replay {log_dir}: {exc}")
     except (OSError, ValueError) as exc:
         fail(str(exc))
     finally:

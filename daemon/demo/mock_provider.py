@@ -421,7 +421,10 @@ class MockServer:
     ) -> None:
         self.provider = MockProvider(scenario, seed, clock, start)
         self._server = _Server((host, port), self.provider)
-        self.host, self.port = self._server.server_address[:2]
+        # The address bound (port 0 picks a free one).  Read from the socket, which gives
+        # the host as str; ``server_address`` is typed as if it could be bytes.
+        bound: tuple[str, int] = self._server.socket.getsockname()[:2]
+        self.host, self.port = bound
         self._thread: threading.Thread | None = None
 
     @property

@@ -18,6 +18,7 @@ import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypedDict
 
 # --------------------------------------------------------------------------- tasks
 
@@ -43,8 +44,7 @@ def make_tasks(n: int, seed: int = 0) -> list[Task]:
             a, b = rng.randint(2, 19), rng.randint(2, 19)
         else:
             a, b = rng.randint(10, 99), rng.randint(10, 99)
-        question = f"What is {a}{op}{b}?"
-        tasks.append(Task(question, solve(question)))
+        tasks.append(Task(f"What is {a}{op}{b}?", _evaluate(a, op, b)))
     return tasks
 
 
@@ -57,7 +57,11 @@ def solve(text: str) -> str | None:
     if not matches:
         return None
     a, op, b = matches[-1]
-    x, y = int(a), int(b)
+    return _evaluate(int(a), op, int(b))
+
+
+def _evaluate(x: int, op: str, y: int) -> str:
+    """``x op y`` as a model should answer it (``op`` one of ``+ - *``)."""
     return str(x + y if op == "+" else x - y if op == "-" else x * y)
 
 
@@ -215,7 +219,16 @@ def _fault(during: Behaviour, before: Behaviour = STRONG) -> list[Phase]:
     return [Phase(0, before), Phase(T_FAULT, during), Phase(T_RECOVER, before)]
 
 
-_WINDOW = dict(affected=("strong",), fault_start_s=T_FAULT, fault_end_s=T_RECOVER, best="strong")
+class _Window(TypedDict):
+    """The fault window and routes most scenarios share (``Scenario`` fields)."""
+
+    affected: tuple[str, ...]
+    fault_start_s: float
+    fault_end_s: float
+    best: str
+
+
+_WINDOW: _Window = {"affected": ("strong",), "fault_start_s": T_FAULT, "fault_end_s": T_RECOVER, "best": "strong"}
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s

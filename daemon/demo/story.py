@@ -65,16 +65,19 @@ def scenario(duration_s: float) -> Scenario:
     """The mock provider's deployments (``qa-*``, ``sup-*``) scripted for the story."""
     eps = {e.name: e for e in episodes(duration_s)}
     out, slow = eps["outage"], eps["slowdown"]
+    # An episode without an end lasts to the end of the demo.
+    out_end = duration_s if out.end_s is None else out.end_s
+    slow_end = duration_s if slow.end_s is None else slow.end_s
     return Scenario(
         name="demo",
         description="adaptd demo: an outage of qa-strong and a slowdown of sup-fast",
         duration_s=duration_s,
         deployments={
-            "qa-strong": [Phase(0, STRONG), Phase(out.start_s, replace(STRONG, **DOWN)), Phase(out.end_s, STRONG)],
+            "qa-strong": [Phase(0, STRONG), Phase(out.start_s, replace(STRONG, **DOWN)), Phase(out_end, STRONG)],
             "qa-alt": [Phase(0, ALT)],
             "qa-fast": [Phase(0, FAST)],
             "sup-fast": [Phase(0, SUP_FAST), Phase(slow.start_s, replace(SUP_FAST, latency_ms=1800, latency_sigma=0.3)),
-                         Phase(slow.end_s, SUP_FAST)],
+                         Phase(slow_end, SUP_FAST)],
             "sup-backup": [Phase(0, SUP_BACKUP)],
         },
         best="qa-strong",

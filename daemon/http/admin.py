@@ -29,6 +29,7 @@ from adaptd.daemon.admin_events import SOURCE, admin_event, append_admin_event
 from adaptd.daemon.config import Settings
 from adaptd.daemon.http.auth import Auth
 from adaptd.daemon.ingest import Limits
+from adaptd.daemon.readmodel import admin_queries as queries
 from adaptd.daemon.readmodel.store import Store
 
 ACK = "signal_ack"
@@ -42,11 +43,6 @@ class Note(BaseModel):
     reason: str | None = Field(None, max_length=500, description="why, for the timeline")
 
 
-def _rows(store: Store, table: str, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    """Rows of a read-only query, as plain JSON values (``Store.query``)."""
-    return store.query(table, sql, params)
-
-
 def _uuid(text: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
@@ -57,41 +53,10 @@ def _uuid(text: str, what: str) -> uuid.UUID:
 async def _owned_row(store: Store, table: str, key: uuid.UUID, tenant: str, what: str, text: str) -> dict[str, Any]:
     """The ``table`` row with id ``key`` if it is ``tenant``'s; 404 otherwise (another
     tenant's row is not revealed)."""
-    row = await run_in_threadpool(store.get, table, key)
-    if row is None or row["tenant"] != tenant:
+    row = await run_in_threadpool(store.get, table, key, tenant)
+    if row is None:
         raise HTTPException(404, f"no {what} {text} (it may not be projected yet: retry)")
     return row
-
-
-async def _refuse_twice(store: Store, sql: str, params: list[Any], already: str) -> None:
-    """409 ``"<already> by <id>"`` when the adaptations query ``sql`` finds an earlier one."""
-    done = await run_in_threadpool(_rows, store, "adaptations", sql, params)
-    if done:
-        raise HTTPException(409, f"{already} by {done[0]['id']}")
-
-
-def adaptations(store: Store, tenant: str, *, program: str | None, actions: list[str] | None,
-                source: str | None, limit: int, details: bool) -> list[dict[str, Any]]:
-    """``tenant``'s adaptations newest first (log order breaks ties), each with
-    ``reverted_by`` (the id of the revert that undid it, or None); [] when none."""
-    where, params = ["a.tenant = ?"], [tenant]
-    if program is not None:
-        where.append("a.program = ?")
-        params.append(program)
-    if actions:
-        where.append(f"a.action IN ({', '.join('?' * len(actions))})")
-        params.extend(actions)
-    if source is not None:
-        where.append("a.source = ?")
-        params.append(source)
-    columns = "a.* EXCLUDE (v, kind, log_offset)" if details else "a.* EXCLUDE (v, kind, log_offset, details)"
-    return _rows(store, "adaptations", f"""
-        SELECT {columns}, r.reverted_by FROM adaptations a
-        LEFT JOIN (SELECT json_extract_string(details, '$.reverts') AS target, min(CAST(id AS VARCHAR)) AS reverted_by
-                   FROM adaptations WHERE tenant = ? AND source = '{SOURCE}'
-                   AND json_extract_string(details, '$.reverts') IS NOT NULL GROUP BY target) r
-          ON r.target = CAST(a.id AS VARCHAR)
-        WHERE {' AND '.join(where)} ORDER BY a.ts DESC, a.log_offset DESC LIMIT {int(limit)}""", [tenant, *params])
 
 
 def admin_router(settings: Settings, auth: Auth) -> APIRouter:
@@ -128,8 +93,9 @@ def admin_router(settings: Settings, auth: Auth) -> APIRouter:
         limit: int = Query(100, ge=1, le=1000),
         details: bool = Query(True, description="include details (a routing table's is the whole table)"),
     ) -> dict[str, Any]:
-        rows = await run_in_threadpool(adaptations, store_of(request), tenant, program=program, actions=action,
-                                       source=source, limit=limit, details=details)
+        rows = await run_in_threadpool(queries.adaptations, store_of(request), tenant, program=program, actions=action,
+                                       source=source, limit=limit, details=details,
+                                       admin_source=SOURCE)
         return {"items": rows}
 
     @router.post("/v1/adaptations/{adaptation_id}/revert", status_code=202,
@@ -139,18 +105,15 @@ def admin_router(settings: Settings, auth: Auth) -> APIRouter:
         key = _uuid(adaptation_id, "adaptation")
         store = store_of(request)
         row = await _owned_row(store, "adaptations", key, tenant, "adaptation", adaptation_id)
-        await _refuse_twice(store, "SELECT id FROM adaptations WHERE tenant = ? AND source = ?"
-                                   " AND json_extract_string(details, '$.reverts') = ? LIMIT 1",
-                            [tenant, SOURCE, str(key)], f"adaptation {adaptation_id} was already reverted")
+        done = await run_in_threadpool(queries.revert_of, store, tenant, str(key), SOURCE)
+        if done is not None:
+            raise HTTPException(409, f"adaptation {adaptation_id} was already reverted by {done}")
         routing = programs.get(row["program"] or "")
         if row["action"] in ("pin", "unpin", "canary", "promote", "rollback") and routing is None:
             raise HTTPException(422, f"program {row['program']!r} has no [[routing]] configuration any more:"
                                      " its routes cannot be changed")
-        earlier = await run_in_threadpool(
-            _rows, store, "adaptations",
-            "SELECT action, route, details FROM adaptations WHERE tenant = ? AND program = ?"
-            " AND action IN ('pin', 'unpin', 'canary') AND log_offset < ? ORDER BY log_offset",
-            [tenant, row["program"], row["log_offset"]])
+        earlier = await run_in_threadpool(queries.routing_actions_before, store, tenant, row["program"],
+                                          row["log_offset"])
         try:
             inv: Inverse = inverse(row, earlier)
         except NotRevertible as exc:
@@ -173,9 +136,9 @@ def admin_router(settings: Settings, auth: Auth) -> APIRouter:
         key = _uuid(signal_id, "signal")
         store = store_of(request)
         signal = await _owned_row(store, "signals", key, tenant, "signal", signal_id)
-        await _refuse_twice(store, "SELECT id FROM adaptations WHERE tenant = ? AND action = ?"
-                                   " AND json_extract_string(details, '$.signal_id') = ? LIMIT 1",
-                            [tenant, ACK, str(key)], f"signal {signal_id} was already acknowledged")
+        done = await run_in_threadpool(queries.ack_of, store, tenant, ACK, str(key))
+        if done is not None:
+            raise HTTPException(409, f"signal {signal_id} was already acknowledged by {done}")
         reason = f"acknowledged {signal['signal_type']} signal" + (f": {body.reason}" if body and body.reason else "")
         new = event(tenant, ACK, signal["program"], signal["route"], reason, [str(key)],
                     {"signal_id": str(key), "incident_id": signal["incident_id"],
@@ -191,15 +154,8 @@ def admin_router(settings: Settings, auth: Auth) -> APIRouter:
         job_id: str | None = None,
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        where, params = ["tenant = ?"], [tenant]
-        for name, value in (("program", program), ("job_id", job_id)):
-            if value is not None:
-                where.append(f"{name} = ?")
-                params.append(value)
-        rows = await run_in_threadpool(
-            _rows, store_of(request), "optimizer_runs",
-            f"SELECT * EXCLUDE (v, kind, log_offset) FROM optimizer_runs WHERE {' AND '.join(where)}"
-            f" ORDER BY ts DESC, log_offset DESC LIMIT {limit}", params)
+        rows = await run_in_threadpool(queries.optimizer_runs, store_of(request), tenant, program=program,
+                                       job_id=job_id, limit=limit)
         return {"items": rows}
 
     return router

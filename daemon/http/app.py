@@ -16,6 +16,7 @@ import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from adaptd.daemon import __version__
@@ -25,6 +26,7 @@ from adaptd.daemon.http.admin import admin_router
 from adaptd.daemon.http.auth import Auth
 from adaptd.daemon.http.optimize import optimization_router
 from adaptd.daemon.http.routing import routing_router
+from adaptd.daemon.http.tail import TailSlots, tail
 from adaptd.daemon.ingest import IngestError, Limits, decompress, parse_items, prepare
 from adaptd.daemon.runtime import Runtime
 from adaptd.streams.events import KINDS, SCHEMA_VERSION, json_schema
@@ -72,6 +74,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     limits = Limits(**settings.limits.model_dump())
     auth = Auth(settings)
     Tenant = auth.Tenant
+    tails = TailSlots(settings.max_streams_per_tenant)
+    app.state.tails = tails
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(tenant: Tenant) -> Response:
@@ -91,7 +95,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @app.exception_handler(IngestError)
     async def _ingest_error(request: Request, exc: IngestError) -> Response:
-        runtime_of(request).counters.add(requests_refused=1)
+        runtime_of(request).counters.add(getattr(request.state, "tenant", None), requests_refused=1)
         return ORJSONResponse({"detail": exc.reason}, status_code=exc.status)
 
     @app.post(
@@ -117,10 +121,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             except LogClosed:
                 raise HTTPException(503, "daemon is shutting down: retry later", headers={"Retry-After": "1"}) from None
             except LogError as exc:
-                runtime.counters.add(requests_refused=1, dropped=len(prepared.records))
+                runtime.counters.add(tenant, requests_refused=1, dropped=len(prepared.records))
                 raise HTTPException(503, f"log unavailable: {exc}", headers={"Retry-After": "1"}) from None
         runtime.counters.add(
-            events_acked=prepared.accepted, dead_letters=len(prepared.rejected), batches_acked=1
+            tenant, events_acked=prepared.accepted, dead_letters=len(prepared.rejected) - prepared.suppressed,
+            dead_letters_suppressed=prepared.suppressed, events_future=prepared.future, batches_acked=1,
         )
         return {"accepted": prepared.accepted, "rejected": prepared.rejected}
 
@@ -158,23 +163,49 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 except LogClosed:
                     raise IngestError(503, "daemon is shutting down: retry later") from None
                 except LogError as exc:
-                    runtime.counters.add(dropped=len(batch.records))
+                    runtime.counters.add(tenant, dropped=len(batch.records))
                     raise IngestError(503, f"log unavailable: {exc}") from None
         except IngestError as exc:
-            runtime.counters.add(requests_refused=1)
+            runtime.counters.add(tenant, requests_refused=1)
             retry = {"Retry-After": "1"} if exc.status == 503 else None
             return Response(otlp.encode_status(exc.status, exc.reason, fmt), status_code=exc.status,
                             media_type=otlp.MEDIA_TYPES[fmt], headers=retry)
-        runtime.counters.add(events_acked=batch.accepted_events, dead_letters=batch.dead_letters, batches_acked=1)
+        runtime.counters.add(
+            tenant, events_acked=batch.accepted_events, dead_letters=batch.dead_letters - batch.suppressed,
+            dead_letters_suppressed=batch.suppressed, events_future=batch.future, batches_acked=1,
+        )
         return Response(otlp.encode_response(batch, fmt), media_type=otlp.MEDIA_TYPES[fmt])
 
-    @app.get("/v1/health", summary="Liveness")
+    @app.get("/v1/health", summary="Liveness: the process answers (see /v1/ready for whether it works)")
     async def health(request: Request, tenant: Tenant) -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "schema_version": SCHEMA_VERSION}
 
-    @app.get("/v1/stats", summary="Counters: acked, projected, dead letters, dropped, lag")
-    async def stats(request: Request, tenant: Tenant) -> dict[str, Any]:
-        return await run_in_threadpool(runtime_of(request).stats)
+    @app.get(
+        "/v1/ready",
+        summary="Readiness: 200 when events can be acknowledged and get projected, else 503 with the reasons",
+        responses={503: {"description": "not ready: the log refuses appends (disk fault), or the projector"
+                                        " or the processors are failing"}},
+    )
+    async def ready(request: Request, tenant: Tenant) -> Response:
+        """Route traffic on this, not on /v1/health: a daemon whose disk is full is alive but not ready."""
+        reasons = await run_in_threadpool(runtime_of(request).readiness)
+        if reasons:
+            return ORJSONResponse({"status": "not ready", "reasons": reasons}, status_code=503,
+                                  headers={"Retry-After": "1"})
+        return ORJSONResponse({"status": "ready", "reasons": []})
+
+    @app.get("/v1/stats", summary="Counters: the caller's tenant's; every counter (acked, lag, ...) for admins")
+    async def stats(request: Request, caller: auth.Identity) -> dict[str, Any]:
+        """A tenant sees its own counters and nothing about other tenants; an admin (or
+        anyone when no tenants are configured) sees the whole daemon. Sink URLs are redacted."""
+        runtime = runtime_of(request)
+        if caller.admin:
+            figures = await run_in_threadpool(runtime.stats)
+            figures["streams_open"] = {name: tails.open(name) for name in figures.get("tenants", {})}
+            return figures
+        figures = await run_in_threadpool(runtime.tenant_stats, caller.tenant)
+        figures["streams_open"] = tails.open(caller.tenant)
+        return figures
 
     @app.get("/v1/schema", summary="JSON Schema of the event union")
     async def schema(tenant: Tenant) -> dict[str, Any]:
@@ -253,7 +284,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         )
         return {"items": rows}
 
-    @app.get("/v1/stream", summary="Live tail of this tenant's events (Server-Sent Events)")
+    @app.get(
+        "/v1/stream", summary="Live tail of this tenant's events (Server-Sent Events)",
+        responses={429: {"description": "the tenant holds max_streams_per_tenant tails already"}},
+    )
     async def stream(
         request: Request,
         tenant: Tenant,
@@ -265,11 +299,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         if kind is not None and kind not in KINDS and kind != "dead_letter":
             raise HTTPException(422, f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
         runtime = runtime_of(request)
+        slot = tails.take(tenant)
+        if slot is None:
+            raise HTTPException(
+                429, f"tenant {tenant!r} has {tails.limit} live tails open (max_streams_per_tenant):"
+                " close one before opening another", headers={"Retry-After": "5"},
+            )
         start = runtime.log.end_offset() if from_offset is None else from_offset
         return StreamingResponse(
-            _tail(request, runtime, tenant, start, kind, program, max_events),
+            tail(request, runtime.log, slot, tenant, start, kind, program, max_events),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
+            background=BackgroundTask(slot.release),  # also when the body never started
         )
 
     return app
@@ -289,45 +330,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise IngestError(413, f"body exceeds {limit} bytes (limits.max_body_bytes): send smaller batches")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _tail(
-    request: Request,
-    runtime: Runtime,
-    tenant: str,
-    offset: int,
-    kind: str | None,
-    program: str | None,
-    max_events: int | None,
-) -> AsyncIterator[bytes]:
-    """SSE frames of matching log records from ``offset`` on; a comment every 15 s of quiet."""
-    sent = 0
-    quiet = 0.0
-    yield b": adaptd tail\n\n"
-    while not await request.is_disconnected():
-        records = await run_in_threadpool(runtime.log.read, offset, 500)
-        if not records:
-            arrived = await run_in_threadpool(runtime.log.wait, offset, 1.0)
-            quiet = 0.0 if arrived else quiet + 1.0
-            if quiet >= 15.0:
-                quiet = 0.0
-                yield b": keep-alive\n\n"
-            continue
-        for record in records:
-            offset = record.offset + 1
-            try:
-                event = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                continue
-            if event.get("tenant") != tenant:
-                continue
-            if kind is not None and event.get("kind") != kind:
-                continue
-            if program is not None and event.get("program") != program:
-                continue
-            yield b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                record.offset, str(event.get("kind")).encode(), record.value
-            )
-            sent += 1
-            if max_events is not None and sent >= max_events:
-                return

@@ -8,7 +8,7 @@ otherwise) and the write endpoints need a tenant with ``admin = true`` (403 othe
 
 # No `from __future__ import annotations`: FastAPI reads the dependency signatures.
 import hmac
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, HTTPException, Request
 
@@ -19,11 +19,19 @@ from adaptd.daemon.config import Tenant as TenantConfig
 DEFAULT_TENANT = "default"
 
 
+class Identity(NamedTuple):
+    """Who is calling: the tenant name and whether it may act as admin."""
+
+    tenant: str
+    admin: bool
+
+
 class Auth:
     """Bearer-token resolution for ``settings.tenants``.
 
     ``Auth(settings).Tenant`` and ``.Admin`` are ``Annotated[str, Depends(...)]`` types
     for endpoint parameters: the caller's tenant name, the second one only for admins.
+    ``.Identity`` gives any caller its ``Identity`` (tenant, admin).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -32,6 +40,7 @@ class Auth:
         ]
         self.Tenant = Annotated[str, Depends(self.tenant)]
         self.Admin = Annotated[str, Depends(self.admin)]
+        self.Identity = Annotated[Identity, Depends(self.identity)]
 
     @property
     def enabled(self) -> bool:
@@ -68,9 +77,28 @@ class Auth:
         return found
 
     def tenant(self, request: Request) -> str:
-        """The caller's tenant name (``default`` when no tenants are configured)."""
+        """The caller's tenant name (``default`` when no tenants are configured).
+
+        Also kept as ``request.state.tenant``, so error handlers can count per tenant.
+        """
         caller = self.caller(request)
-        return DEFAULT_TENANT if caller is None else caller.name
+        request.state.tenant = DEFAULT_TENANT if caller is None else caller.name
+        return request.state.tenant
+
+    def identity(self, request: Request) -> "Identity":
+        """The caller's tenant and whether it is an admin (always, when auth is off).
+
+        For endpoints any tenant may call that show admins more (``/v1/stats``).
+
+        Raises:
+            HTTPException: 401 as ``caller``.
+        """
+        caller = self.caller(request)
+        if caller is None:
+            request.state.tenant = DEFAULT_TENANT
+            return Identity(DEFAULT_TENANT, True)
+        request.state.tenant = caller.name
+        return Identity(caller.name, caller.admin)
 
     def admin(self, request: Request) -> str:
         """The caller's tenant name if it may use the admin endpoints.
@@ -79,6 +107,7 @@ class Auth:
             HTTPException: 401 as ``caller``; 403, the tenant is not an admin.
         """
         caller = self.caller(request)
+        request.state.tenant = DEFAULT_TENANT if caller is None else caller.name
         if caller is None:
             return DEFAULT_TENANT
         if not caller.admin:

@@ -27,16 +27,18 @@ class RecommendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     program: str | None = None
-    train_size: int | None = Field(None, ge=0)
-    dev_size: int | None = Field(None, ge=0)
+    # Upper bounds keep every estimate a finite number the JSON answer can hold (orjson
+    # refuses integers past 64 bits); they are far beyond any real optimization run.
+    train_size: int | None = Field(None, ge=0, le=100_000_000)
+    dev_size: int | None = Field(None, ge=0, le=100_000_000)
     has_metric: bool | None = None
     feedback_metric: bool | None = None
     reflection_lm: bool | None = None
     finetunable: bool | None = None
-    budget_usd: float | None = Field(None, ge=0)
-    budget_lm_calls: int | None = Field(None, ge=1)
-    calls_per_example: float | None = Field(None, gt=0)
-    cost_per_call_usd: float | None = Field(None, ge=0)
+    budget_usd: float | None = Field(None, ge=0, le=1e9)
+    budget_lm_calls: int | None = Field(None, ge=1, le=10**12)
+    calls_per_example: float | None = Field(None, gt=0, le=10_000)
+    cost_per_call_usd: float | None = Field(None, ge=0, le=1_000)
     optimizer: str | None = Field(None, description="override: use this optimizer")
 
 
@@ -48,8 +50,8 @@ class JobBody(BaseModel):
     program: str
     optimizer: str | None = Field(None, description="default: the recommended one")
     params: dict[str, Any] = Field(default_factory=dict, description="optimizer keyword arguments")
-    budget_usd: float | None = Field(None, ge=0)
-    budget_lm_calls: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, ge=0, description="default and ceiling: the program's configured one")
+    budget_lm_calls: int | None = Field(None, ge=1, description="default and ceiling: the program's configured one")
 
 
 def _service(request: Request) -> Any:

@@ -55,6 +55,10 @@ class TraceBatch:
     dead_letters: int
     rejected_spans: int
     error_message: str
+    #: dead letters answered but not written (the tenant's dead-letter rate was spent)
+    suppressed: int = 0
+    #: events refused because their time was beyond ``limits.max_future_s``
+    future: int = 0
 
 
 def body_format(content_type: str | None) -> str:
@@ -206,6 +210,10 @@ def prepare_spans(
 ) -> TraceBatch:
     """Map ``spans`` onto events and build their log records for ``tenant``.
 
+    Event ids are derived from the tenant, trace and span ids
+    (``adaptd.streams.otel_map.execution_id``): a re-sent span keeps its ids, and the
+    same span sent by two tenants gives each its own events.
+
     A span that cannot be mapped is dead-lettered whole, with the reason.  An event that
     fails validation (or the size limit) is dead-lettered like on ``/v1/events``; its span
     counts as rejected although its other, valid event is kept.  No spans give no records.
@@ -218,7 +226,9 @@ def prepare_spans(
             413, f"request has {len(spans)} spans; the limit is {limits.max_batch_events}"
             " (limits.max_batch_events): export smaller batches (BatchSpanProcessor max_export_batch_size)",
         )
-    mapped = map_spans(spans, capture_content=capture_content)
+    # The tenant is part of every id: trace and span ids are seen by every service a
+    # trace crosses, so two tenants may well send the same span.
+    mapped = map_spans(spans, capture_content=capture_content, tenant=tenant)
     # A span gives at most two events: the per-span limit above is the real bound.
     prepared: Prepared = prepare(
         mapped.events, tenant=tenant, received=received, source=SOURCE,
@@ -229,12 +239,17 @@ def prepare_spans(
         i = mapped.span_index[rejected["index"]]
         reasons.setdefault(i, f"{mapped.events[rejected['index']].get('kind')}: {rejected['reason']}")
     records = prepared.records
-    for i, reason in mapped.rejected.items():
+    limiter = limits.dead_letter_limiter
+    unmapped = list(mapped.rejected.items())
+    # Unmappable spans share the tenant's dead-letter rate with invalid events.
+    allowed = len(unmapped) if limiter is None else limiter.take(tenant, len(unmapped))
+    for i, reason in unmapped[:allowed]:
         records.append(dead_letter(spans[i], reason, tenant=tenant, received=received, source=SOURCE))
     dead = len(prepared.rejected) + len(mapped.rejected)
     return TraceBatch(
         records=records, spans=len(spans), accepted_events=prepared.accepted, dead_letters=dead,
         rejected_spans=len(reasons), error_message=_summary(reasons, spans) if reasons else "",
+        suppressed=prepared.suppressed + len(unmapped) - allowed, future=prepared.future,
     )
 
 

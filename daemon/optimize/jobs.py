@@ -8,7 +8,10 @@ loop: the HTTP server never waits for an optimization) appends ``running`` when 
 starts and at each stage, then the final status with scores, LM calls and cost.
 
 **After a restart** (``_recover``, once the read model has caught up with the log) a
-job whose latest event is ``queued`` is queued again; one that was ``running`` gets an
+job is rebuilt from its own rows under the rules of ``recovery`` (tenant from the row,
+example files inside its job folder, budgets capped by the config); one that breaks them
+gets a ``failed`` event with the reason and is not run.  A job whose latest event is
+``queued`` is queued again; one that was ``running`` gets an
 ``interrupted`` event and, when its program has ``resume = true`` and it is its first
 attempt, a new ``queued`` event for attempt 2 carrying what attempt 1 had spent, so the
 budget holds across attempts.  DSPy optimizers keep no checkpoints, so a resumed job
@@ -19,11 +22,10 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +35,13 @@ from adaptd.daemon.optimize.budget import Budget
 from adaptd.daemon.optimize.harvest import ExampleFileError, harvest, read_examples, split, write_examples
 from adaptd.daemon.optimize.recommend import RecommendError, Situation, missing_packages, recommend, spec_of
 from adaptd.daemon.optimize.records import Appender, AppendError, optimizer_run
+from adaptd.daemon.optimize.recovery import UntrustedJob, resume_spec
 from adaptd.daemon.optimize.runner import RunResult, run_optimization
 from adaptd.daemon.optimize.settings import OptimizeProgram
+from adaptd.daemon.optimize.spec import JobSpec, slug
 from adaptd.daemon.readmodel import optimizer_queries as queries
 
 logger = logging.getLogger("adaptd.optimize")
-
-_SLUG = re.compile(r"[^\w.-]")
-
-
-def slug(name: str) -> str:
-    """``name`` safe as one path component."""
-    return _SLUG.sub("_", name)[:120] or "_"
 
 
 class JobError(Exception):
@@ -53,38 +50,6 @@ class JobError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class JobSpec:
-    """Everything a job needs to run (stored in its ``queued`` event's details)."""
-
-    job_id: str
-    tenant: str
-    program: str
-    optimizer: str
-    params: dict[str, Any]
-    train_path: str
-    dev_path: str
-    train_size: int
-    dev_size: int
-    budget_usd: float | None
-    budget_lm_calls: int | None
-    base_version: str | None = None
-    base_path: str | None = None
-    attempt: int = 1
-    spent_lm_calls: int = 0
-    spent_usd: float = 0.0
-    trigger: str = "manual"
-    caused_by: list[str] = field(default_factory=list)
-    incident_id: str | None = None
-    est_lm_calls: int | None = None
-    recommendation: dict[str, Any] | None = None
-
-    @classmethod
-    def from_details(cls, details: Mapping[str, Any]) -> JobSpec:
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in details.items() if k in names})
 
 
 class JobManager:
@@ -187,9 +152,9 @@ class JobManager:
         """Queue a job for ``program`` (see the module docstring); returns its ``queued`` event.
 
         Raises:
-            JobError: 404 unknown program; 422 too few examples, bad example file, or an
-                optimizer that is unknown or cannot run; 429 the queue is full; 503 the
-                log refused the event.
+            JobError: 404 unknown program; 422 too few examples, bad example file, a budget
+                above the program's configured one, or an optimizer that is unknown or
+                cannot run; 429 the queue is full; 503 the log refused the event.
         """
         entry = self.entry(program)
         train, dev, info = self.examples(tenant, entry)
@@ -197,6 +162,11 @@ class JobManager:
             raise JobError(422, f"program {program!r} has {len(train)} training and {len(dev)} dev examples; it needs"
                            f" {entry.min_examples}+ and 1+: send executions with capture_content=True and feedback"
                            f" >= {entry.harvest_threshold:g}, or set trainset / devset files")
+        for name, asked, ceiling in (("budget_usd", budget_usd, entry.budget_usd),
+                                     ("budget_lm_calls", budget_lm_calls, entry.budget_lm_calls)):
+            if asked is not None and ceiling is not None and asked > ceiling:
+                raise JobError(422, f"{name} {asked:g} is above the ceiling {ceiling:g} configured for {program!r}"
+                               f" ([[optimize]] {name}): ask for less, or raise it in the config")
         budget_usd = entry.budget_usd if budget_usd is None else budget_usd
         budget_lm_calls = entry.budget_lm_calls if budget_lm_calls is None else budget_lm_calls
         s = self.situation(entry, len(train), len(dev), budget_usd, budget_lm_calls)
@@ -269,8 +239,11 @@ class JobManager:
             first = queries.first_event(self.store, row["tenant"], row["job_id"])
             if first is None:
                 continue
-            spec = JobSpec.from_details({**first["details"], **{k: v for k, v in (row["details"] or {}).items()
-                                                                 if k in ("attempt", "spent_lm_calls", "spent_usd")}})
+            try:
+                spec = resume_spec(first, row, self.root, self.programs)
+            except UntrustedJob as exc:
+                self._refuse(first, row, str(exc))
+                continue
             if row["status"] == "queued":
                 self._queue.put(spec)
                 continue
@@ -288,6 +261,15 @@ class JobManager:
             self._append(events)
             if resume:
                 self._queue.put(spec)
+
+    def _refuse(self, first: Mapping[str, Any], row: Mapping[str, Any], why: str) -> None:
+        """End a stored job that may not be resumed: log the reason and append its
+        ``failed`` event (for the row's own tenant), so the next start does not meet it."""
+        logger.warning("optimization job %s of tenant %r is not resumed: %s", row["job_id"], row["tenant"], why)
+        event = optimizer_run(row["tenant"], row["job_id"], first["program"], first["optimizer"], "failed",
+                              ts=self.clock(), details={"error": f"not resumed after a restart: {why}"[:4000]},
+                              lm_calls=row.get("lm_calls"), cost_usd=row.get("cost_usd"))
+        self._append([event])
 
     def _run(self, spec: JobSpec) -> None:
         entry = self.programs.get(spec.program)

@@ -60,6 +60,8 @@ class ProjectResult:
     duplicates: int = 0
     #: Dead-letter rows inserted (dead-letter records plus undecodable records).
     dead_letters: int = 0
+    #: Dead-letter rows deleted because they outlived the store's maximum age.
+    expired: int = 0
     #: The partition's position after the call (None when nothing was given).
     next_offset: int | None = None
 
@@ -123,7 +125,7 @@ class ProjectionPlan:
         for kind, table in targets.items():
             model = models[kind]
             defaults = {**DEFAULTS.get(kind, {}), "source": ""}
-            select, names = [], []
+            select, names, exprs = [], [], {}
             for column, _ in columns[table]:
                 if column == "log_offset":
                     continue
@@ -136,12 +138,14 @@ class ProjectionPlan:
                 expr = _q(column) if default is None else f"coalesce({_q(column)}, {_sql_literal(default)})"
                 select.append(expr)
                 names.append(_q(column))
-            # First offset wins inside a batch (QUALIFY); Store._insert fills in @VERB
-            # (plain, or OR IGNORE to keep earlier batches' rows) and @COND (an id range).
+                exprs[column] = expr
+            # First offset wins per (tenant, id) inside a batch (QUALIFY; the tenant as it
+            # is stored, default included); Store._insert fills in @VERB (plain, or OR
+            # IGNORE to keep earlier batches' rows) and @COND (an id range).
             self.inserts[kind] = (
                 f"INSERT @VERB INTO {table} ({', '.join(names)}, log_offset)"
                 f" SELECT {', '.join(select)}, _off FROM _stage WHERE kind = '{kind}' AND _problem IS NULL"
-                " @COND QUALIFY row_number() OVER (PARTITION BY id ORDER BY _off) = 1"
+                f" @COND QUALIFY row_number() OVER (PARTITION BY {exprs['tenant']}, id ORDER BY _off) = 1"
             )
         # json_transform is lenient (a value of the wrong type becomes NULL) but raises on
         # malformed JSON; try() turns that into NULL at ~20% of the parse cost, so it is
@@ -165,7 +169,9 @@ def stage_batch(cur: duckdb.DuckDBPyConnection, plan: ProjectionPlan, partition:
 
     Returns:
         ``(kinds, letters)``: per kind of valid staged rows ``(kind, rows, has repeated
-        ids, min id, max id)``; and the dead-letter rows of the rejected records.
+        ids, min id, max id, min ts)``; and the dead-letter rows of the rejected records.
+        "Repeated ids" counts an id sent by two tenants too: it only decides whether
+        the per-(tenant, id) first-offset filter has to run.
 
     Raises:
         duckdb.Error: the database failed.
@@ -188,9 +194,10 @@ def stage_batch(cur: duckdb.DuckDBPyConnection, plan: ProjectionPlan, partition:
         except duckdb.InvalidInputException:  # malformed JSON somewhere in the batch
             cur.execute(plan.stage_safe)
         groups = cur.execute(
-            "SELECT kind, _problem IS NULL, count(*), count(DISTINCT id), min(id), max(id) FROM _stage GROUP BY ALL"
+            "SELECT kind, _problem IS NULL, count(*), count(DISTINCT id), min(id), max(id), min(ts) FROM _stage"
+            " GROUP BY ALL"
         ).fetchall()
-        kinds = [(kind, n, n != unique, low, high) for kind, ok, n, unique, low, high in groups if ok]
+        kinds = [(kind, n, n != unique, low, high, oldest) for kind, ok, n, unique, low, high, oldest in groups if ok]
         bad = [] if len(kinds) == len(groups) else cur.execute(
             "SELECT _off, _problem, tenant, source, ts FROM _stage WHERE _problem IS NOT NULL ORDER BY _off"
         ).fetchall()
@@ -260,6 +267,7 @@ def project_safely(store: Store, records: Sequence[Record]) -> tuple[ProjectResu
         total.skipped += result.skipped
         total.duplicates += result.duplicates
         total.dead_letters += result.dead_letters
+        total.expired += result.expired
         for table, n in result.inserted.items():
             total.inserted[table] = total.inserted.get(table, 0) + n
         total.next_offset = result.next_offset

@@ -23,7 +23,7 @@ import orjson
 
 from adaptd.daemon.readmodel.migrations import PROJECTED_TABLES
 from adaptd.daemon.readmodel.projector import project_safely
-from adaptd.daemon.readmodel.store import Store
+from adaptd.daemon.readmodel.store import DEAD_LETTER_MAX_AGE_DAYS, Store
 from adaptd.streams.log.base import Record, StreamLog
 from adaptd.streams.processors.runtime import rerun
 
@@ -45,6 +45,8 @@ class ReplayStats:
     inserted: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     dead_letters: int = 0
+    #: Dead letters deleted because they outlived ``dead_letter_max_age_days``.
+    expired: int = 0
     #: Records ``Store.project`` failed on (then dead-lettered one by one).
     errors: int = 0
     #: Per partition, the first offset the log still held (retention may have cut older).
@@ -53,7 +55,8 @@ class ReplayStats:
     next_offsets: dict[int, int] = field(default_factory=dict)
 
 
-def replay(log: StreamLog, into: Path, *, batch: int = 100_000, overwrite: bool = False) -> ReplayStats:
+def replay(log: StreamLog, into: Path, *, batch: int = 100_000, overwrite: bool = False,
+           dead_letter_max_age_days: float = DEAD_LETTER_MAX_AGE_DAYS) -> ReplayStats:
     """Build a fresh DuckDB file at ``into`` from every record ``log`` holds.
 
     The database is built beside ``into`` and renamed into place only when complete,
@@ -65,6 +68,8 @@ def replay(log: StreamLog, into: Path, *, batch: int = 100_000, overwrite: bool 
         batch: records per transaction (bigger is faster, and costs memory:
             about 1 KB per record).
         overwrite: replace ``into`` if it exists.
+        dead_letter_max_age_days: as the live store's (``Store``): the same value expires the
+            same dead letters, so the tables match the live ones.
 
     Returns:
         Counts and throughput.  An empty log gives an empty, migrated database.
@@ -82,7 +87,7 @@ def replay(log: StreamLog, into: Path, *, batch: int = 100_000, overwrite: bool 
     _remove_db(building)
     stats = ReplayStats(path=str(into))
     started = time.perf_counter()
-    store = Store(building, bulk=True)
+    store = Store(building, bulk=True, dead_letter_max_age_days=dead_letter_max_age_days)
     try:
         for partition in range(log.partitions):
             stats.start_offsets[partition] = log.start_offset(partition)
@@ -92,6 +97,7 @@ def replay(log: StreamLog, into: Path, *, batch: int = 100_000, overwrite: bool 
                 stats.errors += errors
                 stats.duplicates += result.duplicates
                 stats.dead_letters += result.dead_letters
+                stats.expired += result.expired
                 for table, n in result.inserted.items():
                     stats.inserted[table] = stats.inserted.get(table, 0) + n
             stats.next_offsets[partition] = store.position(partition)
@@ -154,7 +160,7 @@ def _prefetch(log: StreamLog, partition: int, offset: int, batch: int):
 class DerivedCheck:
     """Derived events re-computed from the log against those the live processors appended."""
 
-    #: Distinct derived events (by id) in the log, from the processors re-run.
+    #: Distinct derived events (by tenant and id) in the log, from the processors re-run.
     live: int = 0
     #: Distinct derived events the re-run produced.
     rerun: int = 0
@@ -164,7 +170,7 @@ class DerivedCheck:
     extra: int = 0
     #: Same id, different values (or one id appended twice with different values).
     different: int = 0
-    #: Up to 3 ids per kind of difference.
+    #: Up to 3 ``tenant/id`` keys per kind of difference.
     examples: list[str] = field(default_factory=list)
     #: False when retention cut the log's beginning: the re-run then starts with less.
     complete: bool = True
@@ -193,9 +199,9 @@ def check_derived(log: StreamLog, processors: list, *, lateness_s: float, max_fu
     produced = rerun(log, processors, lateness_s=lateness_s, max_future_s=max_future_s, batch=batch)
     sources = {f"adaptd.{p.name}" for p in processors}
     markers = [f'"source":"{s}"'.encode() for s in sources]
-    live: dict[str, dict] = {}
+    live: dict[tuple[str, str], dict] = {}
     check = DerivedCheck(complete=all(log.start_offset(p) == 0 for p in range(log.partitions)))
-    twice: list[str] = []
+    twice: list[tuple[str, str]] = []
     for partition in range(log.partitions):
         offset = log.start_offset(partition)
         while records := log.read(offset, batch, partition):
@@ -209,17 +215,18 @@ def check_derived(log: StreamLog, processors: list, *, lateness_s: float, max_fu
                     continue
                 if not isinstance(event, dict) or event.get("source") not in sources:
                     continue
-                known = live.setdefault(str(event.get("id")), event)
+                key = (str(event.get("tenant")), str(event.get("id")))
+                known = live.setdefault(key, event)
                 if known != event:
-                    twice.append(str(event.get("id")))
-    again = {str(e["id"]): e for e in produced}
+                    twice.append(key)
+    again = {(str(e.get("tenant")), str(e["id"])): e for e in produced}
     check.live, check.rerun = len(live), len(again)
     missing = sorted(again.keys() - live.keys())
     extra = sorted(live.keys() - again.keys())
     different = sorted({i for i in again.keys() & live.keys() if again[i] != live[i]} | set(twice))
     check.missing, check.extra, check.different = len(missing), len(extra), len(different)
     for label, ids in (("missing", missing), ("extra", extra), ("different", different)):
-        check.examples += [f"{label}: {i}" for i in ids[:_EXAMPLES]]
+        check.examples += [f"{label}: {tenant}/{i}" for tenant, i in ids[:_EXAMPLES]]
     return check
 
 

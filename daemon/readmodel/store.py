@@ -3,7 +3,14 @@
 The projector writes every batch's rows *and* its next log offset in one transaction
 (pyeventsourcing's ``ProcessRecorder`` idea), so a crash between the log and the database
 replays at most an uncommitted batch, and re-delivered records are no-ops: rows are keyed
-by event id (first offset wins) and records below the stored position are skipped.
+by ``(tenant, id)`` (first offset wins; two tenants' equal ids are two events) and records
+below the stored position are skipped.
+
+Dead letters expire: a row whose ``ts`` is older than ``dead_letter_max_age_days`` before the
+*log's clock* (the newest append time of the records projected so far) is deleted in the
+transaction of the batch that moves the clock past it.  The log's clock, not the wall
+clock, so that a replay of the same log deletes the same rows ("replay equals live"),
+and a test injects time by the records' ``timestamp_ms``.
 
 How a batch becomes rows (one vectorized JSON parse in DuckDB, see
 ``adaptd.daemon.readmodel.projector.stage_batch``) does not depend on the batch boundaries, so a replay with
@@ -17,6 +24,7 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,15 @@ MAX_LIMIT = 1000
 #: Batches projected carefully (ON CONFLICT) after one held an already stored id.
 _CAREFUL_BATCHES = 8
 _QUERY_TABLES = frozenset((*EVENT_TABLES.values(), "dead_letters"))
+#: Default of ``dead_letter_max_age_days`` (mirrors ``Settings.dead_letter_max_age_days``).
+DEAD_LETTER_MAX_AGE_DAYS = 7.0
+#: The expiry cutoff moves in steps of this much log time.  The sweep (one DELETE in the
+#: batch's transaction) runs only when the oldest stored dead letter is older than the
+#: cutoff: for letters of ordinary age at most once per step, however many batches
+#: arrive; never more than once per batch.
+EXPIRY_STEP = dt.timedelta(hours=1)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_timestamp = attrgetter("timestamp_ms")
 
 
 class Store:
@@ -42,18 +59,27 @@ class Store:
     shows them the last committed state).
     """
 
-    def __init__(self, path: Path, *, bulk: bool = False) -> None:
+    def __init__(self, path: Path, *, bulk: bool = False,
+                 dead_letter_max_age_days: float = DEAD_LETTER_MAX_AGE_DAYS) -> None:
         """Open (creating it if needed) the database at ``path`` and migrate it.
+
+        A file of an older schema is upgraded in place, keeping its rows.
 
         Args:
             path: the DuckDB file; its directory must exist.
             bulk: for a replay build: let the write-ahead log grow large before it is
                 checkpointed (fewer, bigger checkpoints; faster when loading millions).
+            dead_letter_max_age_days: dead letters older than this many days (by ``ts``,
+                against the log's clock, see the module docstring) are deleted; 0 keeps
+                them all.  A replay must use the live store's value to build the same table.
 
         Raises:
+            ValueError: ``dead_letter_max_age_days`` is negative.
             duckdb.IOException: the file is locked by another process or unreadable.
             daemon.migrations.MigrationError: the file was written by a newer adaptd.
         """
+        if dead_letter_max_age_days < 0:
+            raise ValueError(f"dead_letter_max_age_days must be >= 0 (0 keeps them all), got {dead_letter_max_age_days}")
         self.path = Path(path)
         self._con = duckdb.connect(str(self.path))
         try:
@@ -69,10 +95,19 @@ class Store:
             tables = sorted(_QUERY_TABLES)
             row = self._con.execute("SELECT " + ", ".join(f"(SELECT max(id) FROM {t})" for t in tables)).fetchone()
             self._max_id: dict[str, uuid.UUID | None] = dict(zip(tables, row))
+            # A lower bound of the stored dead letters' ts: no sweep is due while it is
+            # not older than the cutoff.
+            self._oldest_letter: dt.datetime | None = self._con.execute(
+                "SELECT min(ts) FROM dead_letters").fetchone()[0]
         except BaseException:
             self._con.close()
             raise
         self._writer = self._con.cursor()
+        self._max_age = dt.timedelta(days=dead_letter_max_age_days) if dead_letter_max_age_days else None
+        #: The log's clock: the newest append time projected since open (None: none yet).
+        self._clock: dt.datetime | None = None
+        #: Dead letters deleted by expiry since the store was opened.
+        self.expired_dead_letters = 0
         self._careful_batches = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -87,11 +122,12 @@ class Store:
         """Project ``records`` (one partition) and store the new position, atomically.
 
         Each record's value is the UTF-8 JSON of one event (or of a dead letter, kind
-        ``dead_letter``).  Events go to their kind's table; an id already stored (or seen
-        earlier in the batch) is skipped; records below ``position()`` are skipped
-        entirely.  A record that is not UTF-8 JSON, has an unknown kind or lacks a
-        required field is stored in ``dead_letters`` with the reason, and the rest of the
-        batch is projected.  The position becomes the last offset + 1.
+        ``dead_letter``).  Events go to their kind's table; a ``(tenant, id)`` already
+        stored (or seen earlier in the batch) is skipped; records below ``position()``
+        are skipped entirely.  A record that is not UTF-8 JSON, has an unknown kind or
+        lacks a required field is stored in ``dead_letters`` with the reason, and the rest
+        of the batch is projected.  Dead letters that are due expire in the same
+        transaction.  The position becomes the last offset + 1.
 
         Returns:
             What was done; an empty ``records`` does nothing.
@@ -129,7 +165,7 @@ class Store:
                next_offset: int, result: ProjectResult) -> None:
         cur = self._writer
         kinds, letters = stage_batch(cur, self._plan, partition, records, offsets, values)
-        tops = {("dead_letters" if kind == _DEAD else EVENT_TABLES[kind]): high for kind, *_, high in kinds}
+        tops = {("dead_letters" if kind == _DEAD else EVENT_TABLES[kind]): high for kind, _, _, _, high, _ in kinds}
         if letters:
             top = max(row[0] for row in letters)
             tops["dead_letters"] = max(tops.get("dead_letters") or top, top)
@@ -140,9 +176,10 @@ class Store:
         # few batches start carefully.  Either way the same rows end up stored.
         careful = self._careful_batches > 0
         self._careful_batches = max(0, self._careful_batches - 1)
+        clock = self._clock_after(records)
         while True:
             try:
-                self._transaction(cur, partition, kinds, letters, next_offset, careful, result)
+                self._transaction(cur, partition, kinds, letters, next_offset, careful, result, clock)
                 break
             except duckdb.ConstraintException:
                 if careful:
@@ -150,19 +187,40 @@ class Store:
                 careful, self._careful_batches = True, _CAREFUL_BATCHES
         self._raise_max(tops)
 
+    def _clock_after(self, records: Sequence[Record]) -> dt.datetime | None:
+        """The log's clock once ``records`` are projected (records without a time: 0)."""
+        newest = _EPOCH + dt.timedelta(milliseconds=max(map(_timestamp, records)))
+        return newest if self._clock is None else max(self._clock, newest)
+
+    def _cutoff(self, clock: dt.datetime | None) -> dt.datetime | None:
+        """Dead letters with ``ts`` before this are expired at ``clock`` (None: none are)."""
+        if self._max_age is None or clock is None:
+            return None
+        bound = clock - self._max_age
+        return bound - dt.timedelta(seconds=(bound - _EPOCH).total_seconds() % EXPIRY_STEP.total_seconds())
+
     def _raise_max(self, tops: dict[str, uuid.UUID]) -> None:
         for table, top in tops.items():
             known = self._max_id.get(table)
             self._max_id[table] = top if known is None else max(known, top)
 
     def _transaction(self, cur: duckdb.DuckDBPyConnection, partition: int, kinds: list[tuple],
-                     letters: list[tuple], next_offset: int, careful: bool, result: ProjectResult) -> None:
-        """Insert the staged rows and ``letters`` and store the position, in one transaction."""
+                     letters: list[tuple], next_offset: int, careful: bool, result: ProjectResult,
+                     clock: dt.datetime | None) -> None:
+        """Insert the staged rows and ``letters``, expire the dead letters that are due at
+        ``clock`` and store the position, in one transaction."""
         inserted: dict[str, int] = {}
-        duplicates = dead = 0
+        duplicates = dead = expired = 0
+        oldest = self._oldest_letter
+        for kind, *_, staged_oldest in kinds:
+            if kind == _DEAD and staged_oldest is not None:
+                oldest = staged_oldest if oldest is None else min(oldest, staged_oldest)
+        for row in letters:
+            oldest = row[1] if oldest is None else min(oldest, row[1])
+        cutoff = self._cutoff(clock)
         cur.execute("BEGIN TRANSACTION")
         try:
-            for kind, count, repeats, low, high in kinds:
+            for kind, count, repeats, low, high, _ in kinds:
                 table = "dead_letters" if kind == _DEAD else EVENT_TABLES[kind]
                 added = self._insert(cur, kind, table, repeats, low, high, careful)
                 if added:
@@ -178,20 +236,29 @@ class Store:
                 dead += added
                 if added:
                     inserted["dead_letters"] = inserted.get("dead_letters", 0) + added
+            if cutoff is not None and oldest is not None and oldest < cutoff:
+                expired = cur.execute("DELETE FROM dead_letters WHERE ts < ?", [cutoff]).fetchone()[0]
+                oldest = cur.execute("SELECT min(ts) FROM dead_letters").fetchone()[0]
             self._save_position(cur, partition, next_offset)
             cur.execute("COMMIT")
         except BaseException:
             _rollback(cur)
             raise
+        self._clock, self._oldest_letter = clock, oldest
+        self.expired_dead_letters += expired
         result.inserted, result.duplicates, result.dead_letters = inserted, duplicates, dead
+        result.expired = expired
 
     def _insert(self, cur: duckdb.DuckDBPyConnection, kind: str, table: str, repeats: bool,
                 low: uuid.UUID, high: uuid.UUID, careful: bool) -> int:
         """Insert ``kind``'s staged rows (ids ``low``..``high``) into ``table``; return rows added.
 
         Args:
-            repeats: some id occurs twice in the batch: keep each id's first offset.
-            careful: skip ids already stored (else a stored id raises ConstraintException).
+            repeats: some id occurs twice in the batch: keep each (tenant, id)'s first offset.
+            careful: skip (tenant, id)s already stored (else one raises ConstraintException).
+
+        The id range test stays sound with the (tenant, id) key: an id above every stored
+        id (of any tenant) cannot collide with any stored (tenant, id).
         """
         sql = self._plan.inserts[kind]
         if not repeats:  # the QUALIFY is a hash aggregate over every column: skip it if useless
@@ -226,7 +293,8 @@ class Store:
                 return result
             bad = [(record.offset, reason, None, None, None)]
             letters = dead_letter_rows(record.partition, [record], [record.offset], bad)
-            self._transaction(self._writer, record.partition, [], letters, record.offset + 1, True, result)
+            self._transaction(self._writer, record.partition, [], letters, record.offset + 1, True, result,
+                              self._clock_after([record]))
             self._raise_max({"dead_letters": letters[0][0]})
             self._positions[record.partition] = result.next_offset = record.offset + 1
             return result
@@ -445,8 +513,22 @@ class Store:
         with self._cursor() as cur:
             return cur.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
 
-    def get(self, table: str, id: uuid.UUID | str) -> dict[str, Any] | None:
-        """The row of ``table`` with ``id``, or None.  Not tenant-filtered: check ``tenant``.
+    def stats(self) -> dict[str, Any]:
+        """The store's own figures for ``/v1/stats``: dead letters stored (all tenants),
+        deleted by expiry since open, and the maximum age in days (0: kept forever)."""
+        return {
+            "dead_letters_stored": self.dead_letter_count(),
+            "dead_letters_expired": self.expired_dead_letters,
+            "dead_letter_max_age_days": 0.0 if self._max_age is None else self._max_age / dt.timedelta(days=1),
+        }
+
+    def get(self, table: str, id: uuid.UUID | str, tenant: str | None = None) -> dict[str, Any] | None:
+        """``tenant``'s row of ``table`` with ``id``, or None (also when only another
+        tenant has that id: another tenant's row is never returned).
+
+        Without ``tenant`` (tests, tools over one tenant's data) the row of any tenant is
+        returned, the first projected when two tenants share the id: an API handler
+        must pass the caller's tenant.
 
         Raises:
             ValueError: ``table`` is not an event table or ``dead_letters``, or ``id`` is
@@ -455,7 +537,10 @@ class Store:
         if table not in _QUERY_TABLES:
             raise ValueError(f"unknown table {table!r}: one of {', '.join(sorted(_QUERY_TABLES))}")
         key = id if isinstance(id, uuid.UUID) else uuid.UUID(str(id))
-        rows = self._rows(table, f"SELECT * FROM {table} WHERE id = ?", [key])
+        if tenant is None:
+            rows = self._rows(table, f"SELECT * FROM {table} WHERE id = ? ORDER BY log_offset LIMIT 1", [key])
+        else:
+            rows = self._rows(table, f"SELECT * FROM {table} WHERE tenant = ? AND id = ?", [tenant, key])
         return rows[0] if rows else None
 
     def close(self) -> None:

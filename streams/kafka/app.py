@@ -72,7 +72,7 @@ class WorkerOptions:
     heartbeat_interval_s: float = 3.0
     standby_replicas: int = 1
     lateness_s: float = 5.0
-    max_future_s: float | None = 300.0
+    max_future_s: float | None = 0.0
     #: Let Faust create the topics it needs (the state changelog, compacted, and its
     #: leader topic) when they are missing.  False against librdkafka's mock cluster,
     #: which auto-creates topics and does not answer CreateTopics.
@@ -140,7 +140,8 @@ class ProcessorApp:
                                     key_type=bytes, value_type=bytes)
         # Tables take no serializer arguments (they default to json); set them before the
         # changelog topic is made from them: keys and values are bytes as they are.
-        self.table.key_serializer = self.table.value_serializer = "raw"
+        # (faust's TableT does not declare the serializer attributes every table has.)
+        self.table.key_serializer = self.table.value_serializer = "raw"  # type: ignore[attr-defined]
         self._topics = {name: self.app.topic(derived_topic(name, namespace), key_type=bytes, value_type=bytes,
                                              key_serializer="raw", value_serializer="raw")
                         for name in (p.name for p in self.fold.processors)}
@@ -163,8 +164,10 @@ class ProcessorApp:
         #: The events partitions this worker folds now (after the last rebalance); None
         #: before the first assignment (and under ``test_context()``, which has none).
         self.assigned: list[int] | None = None
-        self.app.on_partitions_assigned.connect(self._on_assigned)
-        self.app.on_partitions_revoked.connect(self._on_revoked)
+        # mode types every receiver as taking any positional arguments; these signals send
+        # exactly (sender, partitions), which the receivers take.
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.timer(max(0.1, self.options.snapshot_every_s / 2), name="snapshot_due")(self._tick)
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:

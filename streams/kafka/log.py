@@ -66,7 +66,8 @@ class _Batch:
     __slots__ = ("future", "offsets", "missing", "error", "nbytes")
 
     def __init__(self, future: Future[list[int]], size: int, nbytes: int) -> None:
-        self.future, self.offsets, self.missing, self.error = future, [-1] * size, size, None
+        self.future, self.offsets, self.missing = future, [-1] * size, size
+        self.error: LogError | None = None
         self.nbytes = nbytes
 
 
@@ -155,8 +156,9 @@ class KafkaLog(StreamLog):
             return future
         if any(not isinstance(v, (bytes, bytearray, memoryview)) for v in values):
             raise TypeError("log records must be bytes")
-        if keys is None and self._key_of is not None:
-            keys = [self._key_of(bytes(v)) for v in values]
+        record_keys: Sequence[bytes | None] | None = keys
+        if record_keys is None and self._key_of is not None:
+            record_keys = [self._key_of(bytes(v)) for v in values]
         batch = _Batch(future, len(values), sum(len(v) for v in values))
         with self._produce_lock:
             if self._closed:
@@ -164,7 +166,7 @@ class KafkaLog(StreamLog):
                 return future
             self._pending += 1
             for i, value in enumerate(values):
-                key = keys[i] if keys is not None else None
+                key = record_keys[i] if record_keys is not None else None
                 try:
                     self._produce(value, key, lambda err, msg, i=i: self._delivered(batch, i, err, msg))
                 except (BufferError, KafkaException) as exc:

@@ -1,7 +1,7 @@
 """Non-blocking reads of Kafka partitions for :class:`adaptd.streams.kafka.log.KafkaLog`.
 
 A ``PartitionReader`` owns one confluent-kafka consumer that is never a group member: it
-assigns partitions by hand and seeks, so ``read(offset)`` can start anywhere.  Messages
+assigns partitions by hand and seeks, so ``read(offset)`` can start anywhere.  Records
 the consumer fetched are kept per partition until asked for; a partition whose buffer is
 full is paused, so memory stays bounded whatever the caller reads.
 
@@ -16,13 +16,13 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from adaptd.streams.log.base import LogError, Record
 
 logger = logging.getLogger("adaptd.log.kafka")
 
-#: Messages buffered per partition before it is paused (bounds a reader's memory).
+#: Records buffered per partition before it is paused (bounds a reader's memory).
 MAX_BUFFERED = 20_000
 
 
@@ -43,7 +43,7 @@ class PartitionReader:
         self._tps = list(tps)
         self._index = {tp: i for i, tp in enumerate(self._tps)}
         self._fetch_timeout = fetch_timeout
-        self._buffers: dict[int, deque[Message]] = {}
+        self._buffers: dict[int, deque[Record]] = {}
         #: Per assigned partition: the offset the next record handed out must be at least.
         self._next: dict[int, int] = {}
         self._paused: set[int] = set()
@@ -77,10 +77,9 @@ class PartitionReader:
         deadline = time.monotonic() + self._fetch_timeout
         while len(buffer) < want and time.monotonic() < deadline:
             self._pump(min(0.05, max(0.0, deadline - time.monotonic())))
-        records = []
+        records: list[Record] = []
         while buffer and len(records) < max_records:
-            m = buffer.popleft()
-            records.append(Record(m.offset(), m.value() or b"", partition, m.timestamp()[1]))
+            records.append(buffer.popleft())
         if records:
             self._next[partition] = records[-1].offset + 1
         if partition in self._paused and len(buffer) < MAX_BUFFERED // 2:
@@ -99,8 +98,8 @@ class PartitionReader:
         buffer = self._buffers[partition]
         if offset == self._next[partition]:
             return
-        if buffer and buffer[0].offset() <= offset <= buffer[-1].offset():
-            while buffer[0].offset() < offset:  # forward within what is fetched: no seek
+        if buffer and buffer[0].offset <= offset <= buffer[-1].offset:
+            while buffer[0].offset < offset:  # forward within what is fetched: no seek
                 buffer.popleft()
             self._next[partition] = offset
             return
@@ -129,13 +128,17 @@ class PartitionReader:
                 if error.code() != KafkaError._PARTITION_EOF:
                     logger.warning("kafka consumer: %s", error.str())
                 continue
-            partition = self._index.get((m.topic(), m.partition()))
-            if partition is None or m.offset() < self._next.get(partition, 0):
+            # topic, partition and offset are None only on error events, skipped above.
+            topic, part, offset = m.topic(), m.partition(), m.offset()
+            if topic is None or part is None or offset is None:
+                continue
+            partition = self._index.get((topic, part))
+            if partition is None or offset < self._next.get(partition, 0):
                 continue  # fetched before a seek: stale
             buffer = self._buffers[partition]
-            if buffer and m.offset() <= buffer[-1].offset():
+            if buffer and offset <= buffer[-1].offset:
                 continue  # re-delivered after a seek back and forth
-            buffer.append(m)
+            buffer.append(Record(offset, m.value() or b"", partition, m.timestamp()[1]))
             if len(buffer) >= MAX_BUFFERED and partition not in self._paused:
                 self._consumer.pause([TopicPartition(*self._tps[partition])])
                 self._paused.add(partition)

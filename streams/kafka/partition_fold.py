@@ -67,7 +67,7 @@ class PartitionFold:
     """Folds records of one partition through ``processors`` (source ones, then derived)."""
 
     def __init__(self, processors: Sequence[Any], *, lateness_s: float = 5.0,
-                 max_future_s: float | None = 300.0) -> None:
+                 max_future_s: float | None = 0.0) -> None:
         """Raises:
             ValueError: duplicate names, or a derived processor before (or without) its
                 upstream (the same rules as the embedded runtime).

@@ -39,6 +39,9 @@ def shorten_fetch_wait(max_wait_s: float) -> None:
             consumer._fetch_max_wait_ms = _WAIT_MS[0]
             return consumer
 
-        AIOKafkaConsumerThread._create_worker_consumer = create_with_wait
+        # A deliberate monkeypatch of a method, which a type checker rightly refuses on the
+        # class's declared type: assign through an untyped alias of the class.
+        thread_class: Any = AIOKafkaConsumerThread
+        thread_class._create_worker_consumer = create_with_wait
         _WAIT_MS.append(0)
     _WAIT_MS[0] = max(1, int(round(max_wait_s * 1000)))

@@ -30,7 +30,9 @@ class CorruptLog(LogError):
             f"corrupt frame in {segment} at byte {position} (offset {offset}): {reason}. "
             f"This is not a torn tail (valid frames follow it), so nothing was cut and the log "
             f"will not open. Run `adaptd log verify --data-dir {data_dir}` for a report of every "
-            f"damaged frame, then restore the segment from a backup before starting again."
+            f"damaged frame, then restore the segment from a backup, or run `adaptd log repair "
+            f"--data-dir {data_dir}` (daemon stopped) to move the unreadable bytes to {data_dir}/log/quarantine "
+            f"and keep every readable record at its offset."
         )
         self.segment, self.position, self.offset, self.reason = segment, position, offset, reason
 
@@ -135,6 +137,13 @@ class StreamLog(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> LogStats:
         """Current counters."""
+
+    def write_fault(self) -> str | None:
+        """Why appends fail right now (a disk fault being retried), None when they work.
+
+        For readiness checks.  Backends that cannot tell return None.
+        """
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

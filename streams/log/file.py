@@ -4,11 +4,14 @@ Directory layout::
 
     00000000000000000000.seg   frames (see framing), named by the first offset they hold
     positions/<group>.pos      consumer group positions (see positions)
+    quarantine/                bytes ``adaptd log repair`` cut out, each with a JSON note
     LOCK                       flock'ed while open, so two processes never write one log
 
 Modules: ``framing`` (bytes of a frame), ``segment`` (one file: read, scan, recover),
-``writer`` (the thread doing group commit), ``positions`` (consumer groups), and this
-one, which ties them together and owns what readers see.  Only fsynced records are
+``writer`` (the thread doing group commit, surviving disk faults), ``disk`` (its system
+calls, replaceable to inject faults), ``positions`` (consumer groups), ``verify`` and
+``repair`` (offline checks and quarantine), and this one, which ties them together and
+owns what readers see.  Only fsynced records are
 visible.  Readers ``pread`` under one lock, which is also what retention takes to close
 a deleted segment's descriptor, so a read never loses its file mid-way.
 """
@@ -31,6 +34,7 @@ from typing import Literal
 
 from adaptd.streams.log import framing
 from adaptd.streams.log.base import LogClosed, LogError, LogStats, Record, StreamLog
+from adaptd.streams.log.disk import Disk
 from adaptd.streams.log.positions import Positions, check_group
 from adaptd.streams.log.segment import Segment, fsync_dir, list_bases, segment_path
 from adaptd.streams.log.writer import Writer
@@ -55,6 +59,8 @@ class FileLog(StreamLog):
         max_pending_batches: int = 1024,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        fault_retry_ms: int = 500,
+        disk: Disk | None = None,
     ) -> None:
         """Open (creating if needed) the log in ``path`` and cut its torn tail.
 
@@ -71,6 +77,9 @@ class FileLog(StreamLog):
             read_only: read what was valid when opened, without locking, writing or
                 truncating anything (e.g. to replay a log in use); appends and commits
                 fail with LogError.
+            fault_retry_ms: after a disk fault (ENOSPC, EIO), new batches fail at once for
+                this long before the writer tries again (see writer); it recovers by itself.
+            disk: the writer's system calls (tests pass one that injects faults).
 
         Raises:
             ValueError: an option is out of range.
@@ -79,7 +88,8 @@ class FileLog(StreamLog):
         """
         if fsync not in ("batch", "interval"):
             raise ValueError(f"fsync must be 'batch' or 'interval', not {fsync!r}")
-        if segment_bytes <= framing.HEADER_SIZE or max_pending_batches < 1 or fsync_interval_ms < 0:
+        if (segment_bytes <= framing.HEADER_SIZE or max_pending_batches < 1 or fsync_interval_ms < 0
+                or fault_retry_ms < 0):
             raise ValueError("segment_bytes, max_pending_batches or fsync_interval_ms out of range")
         self.path = Path(path)
         self._retention_bytes = retention_bytes
@@ -117,6 +127,7 @@ class FileLog(StreamLog):
                     self.path, self._segments[-1], policy=fsync, interval_s=fsync_interval_ms / 1000,
                     segment_bytes=segment_bytes, max_pending=max_pending_batches, clock=clock,
                     on_durable=self._durable_now, on_roll=self._rolled, on_exit=self._writer_exited,
+                    disk=disk, retry_s=fault_retry_ms / 1000,
                 )
         except BaseException:
             self._release()
@@ -162,9 +173,10 @@ class FileLog(StreamLog):
         """Queue a batch for the writer thread; never blocks.  See StreamLog.submit.
 
         The future fails with LogClosed after close(), with LogError("log writer queue
-        full") when ``max_pending_batches`` batches already wait, and with LogError when
-        writing or fsyncing fails (the log then refuses appends until reopened, and the
-        failed batches are not in the log) or the log is read-only.  Callbacks added to
+        full") when ``max_pending_batches`` batches already wait, with LogError when
+        writing or fsyncing fails (the failed batches are not in the log; for
+        ``fault_retry_ms`` new batches fail at once, then writing is tried again, see
+        ``write_fault``) or the log is read-only.  Callbacks added to
         the future run on the writer thread: keep them short.
 
         Raises:
@@ -388,6 +400,18 @@ class FileLog(StreamLog):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def write_fault(self) -> str | None:
+        """Why appends fail right now: the disk fault being retried and for how long.
+
+        None when writes work (and for a read-only or closed log).
+        """
+        writer = self._writer
+        if writer is None or (error := writer.fault) is None:
+            return None
+        since = writer.fault_since
+        age = 0.0 if since is None else time.monotonic() - since
+        return f"{error} (failing for {age:.1f}s)"
+
     def stats(self) -> LogStats:
         """A snapshot of the counters.
 
@@ -396,7 +420,9 @@ class FileLog(StreamLog):
         not), ``truncated_bytes`` torn-tail bytes cut when opening, ``segments_deleted``
         segments removed by retention.  ``extra``: ``segments`` held now,
         ``pending_batches`` waiting for the writer, ``rejected_batches`` refused because
-        the queue was full, ``failed_batches`` failed by a write or fsync error (and, for
+        the queue was full, ``failed_batches`` failed by a write or fsync error or refused
+        while one is retried, ``write_faults`` failed writes/fsyncs/probes,
+        ``write_recoveries`` returns to working writes, ``write_failing`` 1 while failing (and, for
         a read-only log, ``ignored_tail_bytes``: an invalid tail it did not cut).
         """
         writer = self._writer
@@ -405,7 +431,9 @@ class FileLog(StreamLog):
         if writer is not None:
             stats.bytes_written = writer.bytes_written
             stats.extra.update(
-                pending_batches=writer.pending, rejected_batches=writer.rejected, failed_batches=writer.failed
+                pending_batches=writer.pending, rejected_batches=writer.rejected, failed_batches=writer.failed,
+                write_faults=writer.faults, write_recoveries=writer.recoveries,
+                write_failing=int(writer.fault is not None),
             )
         return stats
 

@@ -5,6 +5,14 @@ waits, encodes them into one buffer, writes it with one ``write``, fsyncs once a
 then resolves the futures, so one fsync serves all concurrent writers.  Segments are
 rolled here too.  The FileLog learns about durable progress and new segments through
 two callbacks, and owns everything readers see.
+
+Disk faults (ENOSPC, EIO, a failed fsync) are survived, not fatal: the batches the
+failed write or fsync covered are failed (their callers answer 503 and retry), the
+segment is cut back to its last durable byte so no half-written frame stays to be
+mistaken for a record, and for ``retry_s`` seconds new batches are refused at once
+(``fault`` says why).  Then the next batch is tried again, or, when none comes, the
+thread probes for space by itself; the first success clears ``fault``.  No restart is
+needed when space returns.
 """
 
 from __future__ import annotations
@@ -21,12 +29,15 @@ from typing import Literal
 
 from adaptd.streams.log import framing
 from adaptd.streams.log.base import LogClosed, LogError
+from adaptd.streams.log.disk import Disk
 from adaptd.streams.log.segment import CHUNK, Segment, fsync_dir, segment_path
 
 logger = logging.getLogger(__name__)
 
 #: Cap on one write group, so a deep queue of big batches does not balloon memory.
 MAX_GROUP_BYTES = 16 << 20
+#: Shortest pause between two idle probes for space while failing (even with retry_s 0).
+MIN_PROBE_S = 0.05
 
 Batch = tuple[list[bytes], "Future[list[int]]"]
 
@@ -56,6 +67,8 @@ class Writer:
         on_durable: Callable[[Segment, int, int, int, int], None],
         on_roll: Callable[[Segment], None],
         on_exit: Callable[[], None],
+        disk: Disk | None = None,
+        retry_s: float = 0.5,
     ) -> None:
         """Open ``active`` for appending and start the thread.
 
@@ -71,6 +84,9 @@ class Writer:
                 the futures resolve: the new durable size/end of ``segment``.
             on_roll: a new, empty active segment exists (called on the writer thread).
             on_exit: the thread is ending after close() (release files).
+            disk: the system calls on the active segment (a faulty one in tests).
+            retry_s: after a disk fault, how long new batches are refused before the
+                next attempt (see module docstring).
         """
         self._directory = directory
         self._policy = policy
@@ -79,12 +95,21 @@ class Writer:
         self._max_pending = max_pending
         self._clock = clock
         self._on_durable, self._on_roll, self._on_exit = on_durable, on_roll, on_exit
+        self._disk = disk or Disk()
+        self._retry_s = retry_s
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: deque[Batch] = deque()
         self.closing = False
-        #: Set once a write or fsync failed: every later batch fails with it.
+        #: Set once the thread crashed: every later batch fails with it.
         self.broken: LogError | None = None
+        #: The disk fault being retried (None: writes work); ``fault_since`` its start
+        #: (time.monotonic()).
+        self.fault: LogError | None = None
+        self.fault_since: float | None = None
+        self._retry_at = self._probe_at = float("-inf")
+        #: Failed writes/fsyncs, and recoveries from them.
+        self.faults = self.recoveries = 0
         self.rejected = self.failed = self.bytes_written = 0
         # Thread-only state: the active segment, bytes written to it (synced or not), the
         # next offset to give out, and batches written but not yet fsynced.
@@ -110,6 +135,9 @@ class Writer:
                 future.set_exception(LogClosed(f"log {self._directory} is closed"))
             elif self.broken is not None:
                 future.set_exception(self.broken)
+            elif self.fault is not None and time.monotonic() < self._retry_at:
+                self.failed += 1  # refused at once: waiting would only hold the caller longer
+                future.set_exception(self.fault)
             elif len(self._queue) >= self._max_pending:
                 self.rejected += 1
                 future.set_exception(LogError("log writer queue full"))
@@ -137,7 +165,8 @@ class Writer:
             logger.exception("file log writer crashed")
             self._fail(LogError(f"log writer crashed: {exc!r}"), ())
         finally:
-            os.close(self._fd)
+            if self._fd >= 0:  # -1 after a roll that could not create the next segment
+                os.close(self._fd)
             self._fd = -1
             self._on_exit()
 
@@ -145,7 +174,11 @@ class Writer:
         """Write one group and fsync if the policy says so; False once closed and drained."""
         with self._lock:
             while not self._queue and not self.closing:
-                if not self._unsynced:
+                if self.fault is not None:  # idle while failing: probe when the pause ends
+                    if (due := self._probe_at - time.monotonic()) <= 0:
+                        break
+                    self._work.wait(due)
+                elif not self._unsynced:
                     self._work.wait()
                 elif (due := self._last_sync + self._interval - time.monotonic()) > 0:
                     self._work.wait(due)  # "interval": batches arriving now share the fsync
@@ -157,11 +190,16 @@ class Writer:
                 group.append(self._queue.popleft())
                 size += framing.encoded_size(group[-1][0])
             closing = self.closing
-        if self.broken is not None:
+        refusal = self.broken or (self.fault if time.monotonic() < self._retry_at else None)
+        if refusal is not None:
             for _, future in group:
-                reject(future, self.broken)
+                if not future.done():
+                    self.failed += 1
+                    reject(future, refusal)
             return bool(group) or not closing
         try:
+            if self.fault is not None:
+                self._recover(probe=not group)
             if group:
                 self._write_group(group)
             if self._unsynced and (
@@ -169,9 +207,7 @@ class Writer:
             ):
                 self._sync()
         except Exception as exc:
-            error = LogError(f"write to {self._directory} failed: {exc!r}")
-            error.__cause__ = exc
-            self._fail(error, (future for _, future in group))
+            self._faulted(exc, [future for _, future in group])
         return bool(group) or not closing or bool(self._unsynced)
 
     def _write_group(self, group: list[Batch]) -> None:
@@ -208,18 +244,22 @@ class Writer:
         index = active.index
         if index is not None and (not index or self._write_pos - index[-1][1] >= CHUNK):
             index.append((first_offset, self._write_pos))  # readers only look below the end
+        if self._fd < 0:
+            raise LogError(f"no segment open for writing in {self._directory}")
         while data:
-            written = os.write(self._fd, data)
+            written = self._disk.write(self._fd, data)
             data = data[written:]
             self._write_pos += written
             self.bytes_written += written
 
     def _sync(self) -> None:
         """fdatasync, report the new durable end, then resolve the futures it covers."""
-        os.fdatasync(self._fd)  # appends only: the new size is flushed, mtime need not be
+        self._disk.fdatasync(self._fd)  # appends only: the new size is flushed, mtime need not be
         self._last_sync = time.monotonic()
         acked, self._unsynced = self._unsynced, []
         self._on_durable(self._active, self._write_pos, self._next_offset, len(acked), sum(n for _, _, n in acked))
+        if self.fault is not None:
+            self._recovered()
         for future, first, n in acked:
             future.set_result(list(range(first, first + n)))
 
@@ -228,16 +268,93 @@ class Writer:
         if self._unsynced or self._write_pos != self._active.size:
             self._sync()
         os.close(self._fd)
-        self._fd = -1  # a stale number could be reused by another open() meanwhile
-        segment = Segment(self._next_offset, segment_path(self._directory, self._next_offset), 0, self._next_offset)
+        # From here on the sealed segment is never written again, even if creating the
+        # next one fails: its end is the next segment's base.  A stale descriptor number
+        # could be reused by another open() meanwhile, hence -1.
+        self._fd = -1
+        self._start_segment()
+
+    def _start_segment(self) -> None:
+        """Create (or, after a failed roll, reuse while empty) the segment at the next offset."""
+        base = self._next_offset
+        segment = Segment(base, segment_path(self._directory, base), 0, base)
         segment.index = []
-        self._fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        fsync_dir(self._directory)
+        fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size:  # only an earlier failed roll may have left it, empty
+                raise LogError(f"{segment.path} already holds data: the log directory is inconsistent")
+            fsync_dir(self._directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
         self._active, self._write_pos = segment, 0
         self._on_roll(segment)
 
+    def _faulted(self, exc: Exception, group: list[Future[list[int]]]) -> None:
+        """A write, fsync or roll failed: fail what it covered, cut back, pause (see module docstring)."""
+        failed = [future for future, _, _ in self._unsynced] + group
+        self._unsynced = []
+        error = LogError(f"write to {self._directory} failed ({exc}): not stored; retrying in {self._retry_s:g}s")
+        error.__cause__ = exc
+        now = time.monotonic()
+        with self._lock:
+            if self.fault is None:
+                self.fault_since = now
+                logger.error("file log: %s", error)
+            self.fault = error
+            self._retry_at = now + self._retry_s
+            self._probe_at = now + max(self._retry_s, MIN_PROBE_S)
+            self.faults += 1
+        failed = [future for future in dict.fromkeys(failed) if not future.done()]
+        self.failed += len(failed)
+        for future in failed:
+            reject(future, error)
+        try:  # best effort now; _recover() does it again before the next write
+            self._cut_back()
+        except OSError:
+            pass
+
+    def _cut_back(self) -> None:
+        """Cut the active segment back to its durable end and forget what was written past it.
+
+        Unacknowledged bytes must neither stay to be read as records after a restart nor
+        sit before the next frames: the next write starts at the durable end again.
+        """
+        active = self._active
+        self._write_pos, self._next_offset = active.size, active.end
+        if active.index:  # entries past the durable end may now point into nothing
+            active.index = [e for e in active.index if e[1] < active.size or e == (active.end, active.size)]
+        if self._fd >= 0:
+            self._disk.ftruncate(self._fd, active.size)
+            self._disk.fdatasync(self._fd)
+
+    def _recover(self, *, probe: bool) -> None:
+        """Before the first attempt after a fault: reopen what a failed roll left closed,
+        cut back, and when no batch waits (``probe``) check for room on the disk.
+
+        Raises:
+            OSError, LogError: still failing (the caller pauses again).
+        """
+        if self._fd < 0:  # a roll sealed the last segment but could not start the next
+            self._start_segment()
+        self._cut_back()
+        if probe:
+            self._disk.has_room(self._fd, self._active.size)
+            self._recovered()
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if self.fault is None:
+                return
+            took = time.monotonic() - (self.fault_since or 0.0)
+            self.fault = self.fault_since = None
+            self._retry_at = self._probe_at = float("-inf")
+            self.recoveries += 1
+        logger.warning("file log: writes work again after %.1fs of failures", took)
+
     def _fail(self, error: LogError, group: Iterable[Future[list[int]]]) -> None:
-        """Fail every unacknowledged batch, refuse appends, drop the unsynced bytes."""
+        """The thread crashed: fail every unacknowledged batch and refuse appends for good."""
         failed = [future for future, _, _ in self._unsynced] + list(group)
         self._unsynced = []
         with self._lock:
@@ -250,6 +367,6 @@ class Writer:
             reject(future, error)
         if self._fd >= 0:
             try:  # unacknowledged bytes must not come back as records after a reopen
-                os.ftruncate(self._fd, self._active.size)
+                self._disk.ftruncate(self._fd, self._active.size)
             except OSError:
                 pass

@@ -32,7 +32,13 @@ class Pipeline:
     """Processors in order (source ones, then each derived one after its upstream)."""
 
     def __init__(self, processors: Sequence[Any], *, lateness_s: float, max_future_s: float | None) -> None:
-        """Raises:
+        """``lateness_s`` is how far the watermark trails the highest event time;
+        ``max_future_s`` how far an event time may run ahead of its record's append time
+        and still count for the watermark (None: no bound).  The watermark is shared by
+        every tenant and key, so the daemon keeps ``max_future_s`` below ``lateness_s``
+        (0 by default): no client's clock can make another tenant's live events late.
+
+        Raises:
             ValueError: duplicate names, or a derived processor before (or without) its
                 upstream.
         """

@@ -5,7 +5,10 @@ One loop (a thread in the daemon, or driven by hand through ``step``):
 1. read a batch from the position (consumer group ``processors``);
 2. parse the source kinds the processors read (never derived kinds: no loops);
 3. compute the watermark after each event: highest event time so far (each bounded to
-   at most ``max_future_s`` past the log's append time) minus ``lateness_s``;
+   at most ``max_future_s`` past the log's append time, 0 by default) minus
+   ``lateness_s``.  The watermark is global (one for every tenant and key), so the bound
+   is what keeps one client's clock from making other tenants' live events late: it
+   must stay below ``lateness_s``;
 4. run each source processor on the batch, then each derived processor on its upstream's
    outputs;
 5. append every output to the log and wait until it is durable (output first);
@@ -50,7 +53,7 @@ class ProcessorRuntime:
     """
 
     def __init__(self, log: StreamLog, processors: Sequence[Processor], *, snapshot_path: Path | None = None,
-                 group: str = "processors", lateness_s: float = 5.0, max_future_s: float | None = 300.0,
+                 group: str = "processors", lateness_s: float = 5.0, max_future_s: float | None = 0.0,
                  batch: int = 20_000, snapshot_every_records: int = 100_000, snapshot_every_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic, poll_s: float = 0.2, retry_s: float = 1.0,
                  emit: Callable[[list[bytes]], Any] | None = None, partition: int = 0) -> None:
@@ -62,7 +65,10 @@ class ProcessorRuntime:
             group: consumer group the snapshot position is committed under.
             lateness_s: allowed lateness (how far the watermark trails event time).
             max_future_s: how far an event time may run ahead of the log's append time
-                and still move the watermark (None: no bound).
+                and still move the watermark (None: no bound, for logs whose append
+                times mean nothing, e.g. synthetic ones in tests).  Keep it below
+                ``lateness_s``: an event from any tenant up to ``max_future_s`` ahead
+                makes events older than ``append - (lateness_s - max_future_s)`` late.
             batch: most records per step.
             snapshot_every_records, snapshot_every_s: snapshot cadence.
             clock: monotonic seconds, for the time-based cadence only.
@@ -273,7 +279,7 @@ class ProcessorRuntime:
 
 
 def rerun(log: StreamLog, processors: Sequence[Processor], *, lateness_s: float = 5.0,
-          max_future_s: float | None = 300.0, batch: int = 50_000) -> list[dict[str, Any]]:
+          max_future_s: float | None = 0.0, batch: int = 50_000) -> list[dict[str, Any]]:
     """Run fresh ``processors`` over every record ``log`` holds; return their outputs.
 
     Nothing is appended, snapshotted or committed.  Run over the same log with the same

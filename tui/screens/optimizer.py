@@ -46,7 +46,7 @@ class OptimizerScreen(DashScreen):
         else:
             text = f"{len(jobs)} jobs · o: start an optimization of the selected job's program"
         note.update(text + (f"\n[b red]{self.refusal}[/]" if self.refusal else ""))
-        costs, scores, jobs = metric_vs_cost(data.optimizer_runs)
+        costs, scores, plotted = metric_vs_cost(data.optimizer_runs)
         plot = self.query_one(PlotextPlot)
         plt = plot.plt
         plt.clear_data()
@@ -54,7 +54,7 @@ class OptimizerScreen(DashScreen):
         plt.title("finished jobs: metric after against cost (USD)")
         if costs:
             plt.scatter(costs, scores, marker="dot")
-        self.plotted = tuple(jobs)
+        self.plotted = tuple(plotted)
         plot.refresh()
 
     def target_program(self) -> str | None:

@@ -58,7 +58,7 @@ class OverviewScreen(DashScreen):
         plt.clear_figure()
         plt.title("events/s and p95 latency (ms) per window")
         if model.starts:
-            xs = list(range(len(model.starts)))
+            xs: list[float] = list(range(len(model.starts)))  # plotext takes float positions
             plt.plot(xs, model.events_per_s, label="events/s")
             plt.plot(xs, model.p95_ms, label="p95 ms", yside="right")
             step = max(1, len(xs) // 6)

@@ -71,7 +71,7 @@ class RoutesScreen(DashScreen):
         plt.clear_figure()
         plt.title(f"{program} / {route}: p95 ms and error % per {data.window} window")
         if starts:
-            xs = list(range(len(starts)))
+            xs: list[float] = list(range(len(starts)))  # plotext takes float positions
             plt.plot(xs, p95, label="p95 ms")
             plt.plot(xs, errors, label="error %", yside="right")
             step = max(1, len(xs) // 6)

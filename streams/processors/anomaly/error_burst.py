@@ -28,6 +28,13 @@ themselves, per key ``(tenant, program, module, route, model)``, in log order:
 - The severity is ``critical`` once a window's rate reaches ``critical_rate`` (an
   ``update`` signal if the incident opened as ``warning``).
 
+Bounded keys: a tenant holds at most ``max_keys_per_tenant`` keys.  A new key of a tenant
+at its cap evicts the tenant's least recently seen key (last event time, ties by key) if it
+has had no event for ``key_idle_s`` at the new event's watermark and has no open incident
+(brought up to that watermark first); otherwise the event is refused (``keys_refused``).
+The batch is run up to that event before the choice, so the choice sees the same state
+under any batching.
+
 Determinism: every decision is a function of the key's events in log order and of the
 per-event watermarks (``EventBatch.wm``), with integer counts, so any cut of the log into
 batches gives the same signals, ids and values.  Python runs per key and 1 s bucket (and
@@ -48,7 +55,7 @@ from scipy.stats import binom
 
 from adaptd.streams.processors.base import EXECUTION, LM_CALL, NO_WATERMARK, EventBatch, iso_us
 from adaptd.streams.processors.incidents import Incident, finite, incident_id, signal_event
-from adaptd.streams.processors.keys import KeyTable
+from adaptd.streams.processors.keys import GONE, KeyBudget, KeyTable, grow, key_of
 from adaptd.streams.processors.windows import US
 
 METRIC = "error_rate"
@@ -85,6 +92,10 @@ class BurstConfig:
     min_baseline_events: int = 200
     #: How far past its watermark an event time may move its key's clock.
     max_ahead_s: float = 60.0
+    #: Most keys per tenant, and the event-time seconds without events after which one
+    #: may make room for a new one (at least the baseline span plus the longest window).
+    max_keys_per_tenant: int = 10_000
+    key_idle_s: float = 900.0
 
     def __post_init__(self) -> None:
         if self.bucket_s < 1 or not self.windows_s or any(w < self.bucket_s or w % self.bucket_s
@@ -96,6 +107,8 @@ class BurstConfig:
             raise ValueError("BurstConfig: min_errors >= 1, resolve_s >= bucket_s, 0 < prior_rate < 1")
         if not 0 < self.calm_surprise <= self.alert_surprise:
             raise ValueError("BurstConfig: 0 < calm_surprise <= alert_surprise")
+        if self.max_keys_per_tenant < 1 or self.key_idle_s < self.baseline_s + max(self.windows_s):
+            raise ValueError("BurstConfig: max_keys_per_tenant >= 1, key_idle_s >= baseline_s + the longest window")
 
 
 @dataclass(slots=True)
@@ -121,8 +134,15 @@ class BurstKey:
 class BurstState:
     """The processor's state (pickled in snapshots)."""
 
+    budget: KeyBudget
     keys: KeyTable = field(default_factory=KeyTable)
-    per_key: list[BurstKey] = field(default_factory=list)
+    per_key: list[BurstKey | None] = field(default_factory=list)
+    #: Per key code: last event time (µs) and the seq at which the key was added (GONE: evicted).
+    last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    born: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    seq: int = 0
+    #: ``stale`` of evicted keys.
+    retired_stale: int = 0
     #: Key codes with an open incident (the watermark drives them when silent).
     open: set = field(default_factory=set)
     #: The watermark after the previous batch (the one before this batch's first event).
@@ -156,14 +176,15 @@ class ErrorBurstProcessor:
         self.ahead_us = int(c.max_ahead_s * US)
 
     def config(self) -> dict[str, Any]:
-        return {"version": 1, **asdict(self.cfg)}
+        return {"version": 2, **asdict(self.cfg)}
 
     def initial_state(self) -> BurstState:
-        return BurstState()
+        return BurstState(budget=KeyBudget(self.cfg.max_keys_per_tenant, int(round(self.cfg.key_idle_s * US))))
 
     def metrics(self, state: BurstState) -> dict[str, Any]:
-        return {"keys": len(state.per_key), "open_incidents": len(state.open), "signals": state.signals,
-                "stale_events": sum(k.stale for k in state.per_key)}
+        return {"keys": len(state.keys), **state.budget.metrics(), "open_incidents": len(state.open),
+                "signals": state.signals,
+                "stale_events": sum(k.stale for k in state.per_key if k is not None) + state.retired_stale}
 
     # ------------------------------------------------------------------ batch
 
@@ -183,7 +204,9 @@ class ErrorBurstProcessor:
         if len(rows):
             if len(batch.wm) != len(batch):
                 raise ValueError("the batch needs per-event watermarks (EventBatch.wm)")
-            self._events(state, batch, rows, out)
+            self._admit(state, batch, rows, out)
+        for code in state.keys.collect():
+            state.per_key[code] = None
         for code in sorted(state.open):  # silent open keys follow the watermark
             self._tick(state, code, watermark, out)
         state.wm = max(state.wm, watermark)
@@ -193,13 +216,100 @@ class ErrorBurstProcessor:
 
     # ------------------------------------------------------------------ events
 
-    def _events(self, state: BurstState, batch: EventBatch, rows: np.ndarray, out: list[dict]) -> None:
-        """Count the events ``rows`` per key and bucket (numpy), then walk the runs of one
-        key and bucket in order (Python), testing a run's error events together."""
+    def _admit(self, state: BurstState, batch: EventBatch, rows: np.ndarray, out: list[dict]) -> None:
+        """Find or add each row's key, then run ``_events``.  A tenant with room for all its
+        new keys takes them at once; a tenant at its cap goes event by event, and before
+        an eviction the events up to it are run, so the victim is chosen on current state."""
+        cats = (batch.tenant, batch.program, batch.module, batch.route, batch.model)
+        s0 = state.seq
+        state.seq += len(rows)
+        codes = state.keys.lookup(cats, rows)
+        absent = np.flatnonzero(codes < 0).tolist()
+        pressed: set[str] = set()
+        if absent:
+            row_keys = {j: key_of(cats, int(rows[j])) for j in absent}
+            first: dict = {}
+            for j, k in row_keys.items():
+                first.setdefault(k, j)
+            new: dict[str, int] = {}
+            for k in first:
+                new[k[0]] = new.get(k[0], 0) + 1
+            pressed = {t for t, n in new.items() if not state.budget.room(t, n)}
+            made = {k: self._new_key(state, k, s0 + j, int(batch.ts[rows[j]])) for k, j in first.items() if k[0] not in pressed}
+            for j, k in row_keys.items():
+                if k[0] not in pressed:
+                    codes[j] = made[k]
+        done = 0
+        if pressed:
+            tenant_of = batch.tenant
+            ts, wm = batch.ts[rows].tolist(), batch.wm[rows].tolist()
+            budget = state.budget
+            for j, i in enumerate(rows.tolist()):
+                tenant = tenant_of.get(i) or "default"
+                if tenant not in pressed:
+                    continue
+                code = int(codes[j])
+                if code >= 0 and state.born[code] >= GONE:  # evicted earlier in this batch
+                    code = -1
+                if code >= 0:
+                    state.last[code] = max(int(state.last[code]), ts[j])
+                    continue
+                k = key_of(cats, i)
+                found = state.keys.index.get(k)
+                if found is None:
+                    if not budget.room(tenant):
+                        victim = None
+                        if budget.idle(tenant, wm[j], state.last, state.born):
+                            self._run(state, batch, rows[done:j], codes[done:j], out)
+                            done = j
+                            victim = budget.victim(tenant, wm[j], state.last, state.born,
+                                                   lambda c: self._evictable(state, c, wm[j], out))
+                        if victim is None:
+                            budget.refuse(tenant)
+                            codes[j] = -1
+                            continue
+                        state.keys.remove(victim)
+                        state.born[victim] = GONE
+                        state.retired_stale += state.per_key[victim].stale  # type: ignore[union-attr]
+                        budget.removed(tenant)
+                    found = self._new_key(state, k, s0 + j, ts[j])
+                codes[j] = found
+        seen = codes >= 0
+        if pressed:  # pressed tenants' last-seen times were kept event by event above
+            names = batch.tenant.values
+            seen &= ~np.isin(batch.tenant.codes[rows], [c for c, v in enumerate(names) if v in pressed])
+        np.maximum.at(state.last, codes[seen], batch.ts[rows[seen]])
+        self._run(state, batch, rows[done:], codes[done:], out)
+
+    def _new_key(self, state: BurstState, key: tuple, seq: int, ts: int) -> int:
+        code = state.keys.add(key)
+        state.last = grow(state.last, code + 1, 0)
+        state.born = grow(state.born, code + 1, GONE)
+        state.last[code], state.born[code] = ts, seq
+        while len(state.per_key) <= code:
+            state.per_key.append(None)
+        state.per_key[code] = BurstKey()
+        state.budget.added(key[0] or "default", code, state.keys.texts[code], ts, seq)
+        return code
+
+    def _evictable(self, state: BurstState, code: int, wm: int, out: list[dict]) -> bool:
+        """True when ``code`` has no open incident once its clock is at ``wm``."""
+        if code in state.open:
+            self._tick(state, code, wm, out)
+        return state.per_key[code].incident is None  # type: ignore[union-attr]
+
+    def _run(self, state: BurstState, batch: EventBatch, rows: np.ndarray, codes: np.ndarray, out: list[dict]) -> None:
+        keep = codes >= 0
+        if not keep.all():
+            rows, codes = rows[keep], codes[keep]
+        if len(rows):
+            self._events(state, batch, rows, codes, out)
+
+    def _events(self, state: BurstState, batch: EventBatch, rows: np.ndarray, codes: np.ndarray,
+                out: list[dict]) -> None:
+        """Count the events ``rows`` (of keys ``codes``) per key and bucket (numpy), then walk
+        the runs of one key and bucket in order (Python), testing a run's error events together."""
         prev_wm = np.concatenate(([state.wm], batch.wm[:-1]))[rows]
-        codes = state.keys.codes((batch.tenant, batch.program, batch.module, batch.route, batch.model), rows)
-        while len(state.per_key) < len(state.keys.keys):
-            state.per_key.append(BurstKey())
         order = np.argsort(codes, kind="stable")  # by key, log order within a key
         rows, codes, prev_wm = rows[order], codes[order], prev_wm[order]
         ts, err = batch.ts[rows], batch.status_error[rows]
@@ -307,6 +417,7 @@ class ErrorBurstProcessor:
     def _advance(self, state: BurstState, code: int, b: int, out: list[dict]) -> None:
         """Move key ``code`` to bucket ``b``: judge completed buckets while open, shift."""
         ks = state.per_key[code]
+        assert ks is not None  # only held keys are advanced
         if ks.bucket is None:
             ks.bucket = b
             return
@@ -347,6 +458,7 @@ class ErrorBurstProcessor:
         The key's next event would do the same (its clock includes the watermark), so this
         only makes a silent key's incident resolve without waiting for its next event."""
         ks = state.per_key[code]
+        assert ks is not None  # only held keys are open
         if ks.incident is None or wm <= ks.clock:
             return
         ks.clock = wm
@@ -356,6 +468,7 @@ class ErrorBurstProcessor:
 
     def _open(self, state: BurstState, code: int, t: int, b: int, out: list[dict]) -> None:
         ks, key = state.per_key[code], state.keys.keys[code]
+        assert ks is not None and key is not None  # only held keys open incidents
         c = self.cfg
         p0 = self._p0(ks)
         best = max((self._stats(ks, b, w, p0) for w in self.windows), key=lambda s: s["surprise"])
@@ -372,6 +485,7 @@ class ErrorBurstProcessor:
     def _judge(self, state: BurstState, code: int, x: int, out: list[dict]) -> None:
         """Judge the windows ending with bucket ``x - 1`` for the open incident of ``code``."""
         ks, key = state.per_key[code], state.keys.keys[code]
+        assert ks is not None and key is not None  # only held keys are judged
         inc, c = ks.incident, self.cfg
         assert inc is not None
         p0 = inc.baseline if inc.baseline is not None else self._p0(ks)

@@ -29,6 +29,12 @@ Severity is ``critical`` from an effect of ``critical_ratio`` (quality: a drop o
 ``critical_quality_drop``); an ``update`` signal tells a rise in severity, at most every
 ``update_every`` windows.
 
+**Bounded keys.**  A tenant holds the series of at most ``max_keys_per_tenant`` keys.  A
+window of a key new to a tenant at its cap evicts (with all its series) the tenant's key
+whose last window ended earliest (ties by key) if that was ``key_idle_s`` or more before
+this window's end and it has no open incident; otherwise the window is refused
+(``keys_refused``).  Window ends are the clock, so this too is the same under any batching.
+
 The detector is causal and deterministic and windows arrive in a fixed order, so replay
 and any batching give the same signals.  scikit-learn is not used (yet): a per-series
 detector with effect-size gates can say which metric moved and by how much (expected
@@ -46,8 +52,8 @@ from typing import Any
 
 from adaptd.streams.processors.anomaly.detectors import STATE_VERSION, Detector, DetectorConfig
 from adaptd.streams.processors.base import to_us
-from adaptd.streams.processors.incidents import Incident, finite, incident_id, more_severe, signal_event
-from adaptd.streams.processors.keys import Key
+from adaptd.streams.processors.incidents import Incident, finite, incident_id, key_text, more_severe, signal_event
+from adaptd.streams.processors.keys import GONE, Key, KeyBudget
 from adaptd.streams.processors.windows import US, parse_size
 
 #: Detector settings for window series: a shorter memory than the NAB default (240
@@ -100,6 +106,10 @@ class AnomalyConfig:
     #: profile; off, they get window numbers (no profile).  The profile keeps a deque per
     #: time-of-day bin: about 1.4 MB per 1 min series after a day, too much per key.
     daily_profile: bool = False
+    #: Most keys per tenant (each holds up to one detector per size and metric, tens of
+    #: KB each), and how long (event time) a key must have had no window to make room.
+    max_keys_per_tenant: int = 1_000
+    key_idle_s: float = 3600.0
 
     def __post_init__(self) -> None:
         for size in self.sizes:
@@ -107,8 +117,10 @@ class AnomalyConfig:
         unknown = set(self.metrics) - set(METRICS)
         if unknown:
             raise ValueError(f"AnomalyConfig: unknown metrics {sorted(unknown)}; known: {sorted(METRICS)}")
-        if min(self.sustain, self.resolve_windows, self.silence_windows, self.update_every) < 1:
-            raise ValueError("AnomalyConfig: sustain, resolve_windows, silence_windows, update_every must be >= 1")
+        if min(self.sustain, self.resolve_windows, self.silence_windows, self.update_every,
+               self.max_keys_per_tenant) < 1:
+            raise ValueError("AnomalyConfig: sustain, resolve_windows, silence_windows, update_every, "
+                             "max_keys_per_tenant must be >= 1")
 
 
 @dataclass(slots=True)
@@ -124,8 +136,16 @@ class Series:
 class AnomalyState:
     """The processor's state (pickled in snapshots; detectors pickle as plain objects)."""
 
+    budget: KeyBudget
     series: dict[tuple[Key, str, str], Series] = field(default_factory=dict)
     incidents: dict[tuple[Key, str], Incident] = field(default_factory=dict)
+    #: Per key: its code; per code: the key (None: free), its last window end (µs) and
+    #: when it was added (``GONE`` once evicted).
+    codes: dict[Key, int] = field(default_factory=dict)
+    keys: list[Key | None] = field(default_factory=list)
+    last: list[int] = field(default_factory=list)
+    born: list[int] = field(default_factory=list)
+    free: list[int] = field(default_factory=list)
     #: Earliest silence deadline among open incidents (µs; no incident: never).
     next_deadline: int = 2**62
     windows: int = 0
@@ -157,14 +177,14 @@ class AnomalyProcessor:
         }
 
     def config(self) -> dict[str, Any]:
-        return {"version": 1, "detector_state": STATE_VERSION, **asdict(self.cfg)}
+        return {"version": 2, "detector_state": STATE_VERSION, **asdict(self.cfg)}
 
     def initial_state(self) -> AnomalyState:
-        return AnomalyState()
+        return AnomalyState(budget=KeyBudget(self.cfg.max_keys_per_tenant, int(round(self.cfg.key_idle_s * US))))
 
     def metrics(self, state: AnomalyState) -> dict[str, Any]:
-        return {"series": len(state.series), "open_incidents": len(state.incidents), "windows": state.windows,
-                "signals": state.signals}
+        return {"keys": len(state.codes), **state.budget.metrics(), "series": len(state.series),
+                "open_incidents": len(state.incidents), "windows": state.windows, "signals": state.signals}
 
     # ------------------------------------------------------------------ windows
 
@@ -189,6 +209,8 @@ class AnomalyProcessor:
             state.windows += 1
             key: Key = (w.get("tenant") or "default", w.get("program"), w.get("module"), w.get("route"),
                         w.get("model"))
+            if not self._admit(state, key, end):
+                continue
             count = int(w.get("count") or 0)
             t = end / US if self.cfg.daily_profile else float(end // self.size_us[size])
             for spec in self.specs:
@@ -204,6 +226,45 @@ class AnomalyProcessor:
                 self._judge(state, key, size, spec, series, x, score, end, w, out)
         state.signals += len(out)
         return state, out
+
+    def _admit(self, state: AnomalyState, key: Key, end: int) -> bool:
+        """Note a window of ``key`` ending at ``end``; False when the key is new and its
+        tenant has no room for it (see the module docstring)."""
+        code = state.codes.get(key)
+        if code is not None:
+            state.last[code] = max(state.last[code], end)
+            return True
+        budget, tenant = state.budget, key[0]
+        if not budget.room(tenant):
+            victim = budget.victim(tenant, end, state.last, state.born,
+                                   lambda c: not any((state.keys[c], m.name) in state.incidents for m in self.specs))
+            if victim is None:
+                budget.refuse(tenant)
+                return False
+            self._evict(state, victim)
+        born = state.windows
+        if state.free:
+            code = state.free.pop()
+            state.keys[code], state.last[code], state.born[code] = key, end, born
+        else:
+            code = len(state.keys)
+            state.keys.append(key)
+            state.last.append(end)
+            state.born.append(born)
+        state.codes[key] = code
+        budget.added(tenant, code, key_text(key), end, born)
+        return True
+
+    def _evict(self, state: AnomalyState, code: int) -> None:
+        key = state.keys[code]
+        assert key is not None
+        for size in self.size_us:
+            for spec in self.specs:
+                state.series.pop((key, size, spec.name), None)
+        del state.codes[key]
+        state.keys[code], state.born[code] = None, GONE
+        state.free.append(code)
+        state.budget.removed(key[0])
 
     def _value(self, metric: str, w: dict, count: int, key: Key, size: str, state: AnomalyState) -> float | None:
         if metric == "throughput":  # any count: a drop to a trickle is what it is there for

@@ -12,7 +12,15 @@ A source processor over ``execution`` and ``feedback`` events.  Per key it keeps
   tenant, earlier in the log by at most ``join_events`` events; other feedback is counted
   as unmatched) and counted at *the feedback's own time*, so a late judgement lands in
   the current window instead of reopening a closed one.  Re-sent ids (within the same
-  horizon) are counted once.
+  horizon) are counted once.  Ids are remembered per tenant: another tenant using the
+  same id neither joins nor hides anything.
+
+**Bounded keys.**  A tenant holds at most ``max_keys_per_tenant`` programs.  A new program
+of a tenant at its cap evicts the tenant's least recently seen program (last event time,
+ties by name) if it has had no event for ``key_idle_s`` at the new event's watermark and,
+brought up to that watermark, has no open window data, pending events or incident;
+otherwise its events are refused (``keys_refused``).  An evicted program that comes back
+starts a new reference.  Decided per event in log order: replay and batching agree.
 
 **Windows.**  Tumbling in event time, ``window`` long (5 min), aligned to the epoch, closed
 when the watermark passes their end.  A window with fewer than ``min_executions``
@@ -68,6 +76,7 @@ from adaptd.streams.processors.drift.detector import (
     execution_features,
 )
 from adaptd.streams.processors.incidents import finite
+from adaptd.streams.processors.keys import GONE, KeyBudget
 from adaptd.streams.processors.windows import US, parse_size
 
 #: Namespace of drift incident and signal ids.
@@ -93,6 +102,11 @@ class DriftProcessorConfig:
     join_events: int = 100_000
     #: Events ahead of a key's open window kept until it moves on (more are dropped, counted).
     max_pending: int = 10_000
+    #: Most programs per tenant, and the event-time seconds without events after which
+    #: one may make room for a new one (None: the longest window, ``max_window_periods``
+    #: windows, plus one).
+    max_keys_per_tenant: int = 1_000
+    key_idle_s: float | None = None
     critical_quality_drop: float = 0.15
     critical_excess: float = 4.0
     detector: DriftConfig = DriftConfig()
@@ -104,7 +118,7 @@ class DriftProcessorConfig:
     def __post_init__(self) -> None:
         parse_size(self.window)
         if min(self.min_executions, self.max_window_periods, self.resolve_windows, self.sample_target,
-               self.join_events, self.max_pending) < 1 or self.accept_after_windows < 0:
+               self.join_events, self.max_pending, self.max_keys_per_tenant) < 1 or self.accept_after_windows < 0:
             raise ValueError("DriftProcessorConfig: counts must be >= 1 (accept_after_windows >= 0)")
 
 
@@ -146,12 +160,20 @@ class DriftKey:
 class DriftState:
     """The processor's state (pickled in snapshots)."""
 
-    keys: list[tuple[str, str]] = field(default_factory=list)
+    budget: KeyBudget
+    #: Per key code: the key, its detector (None: a free code), its last event time (µs)
+    #: and the seq at which it was added (``GONE`` once evicted).
+    keys: list[tuple[str, str] | None] = field(default_factory=list)
     index: dict[tuple[str, str], int] = field(default_factory=dict)
-    per_key: list[DriftKey] = field(default_factory=list)
-    #: id -> ((key code + 1) << 40 | seq) for executions, seq for feedback; two generations.
-    ids: dict[str, int] = field(default_factory=dict)
-    old_ids: dict[str, int] = field(default_factory=dict)
+    per_key: list[DriftKey | None] = field(default_factory=list)
+    last: list[int] = field(default_factory=list)
+    born: list[int] = field(default_factory=list)
+    free: list[int] = field(default_factory=list)
+    #: Counters of evicted keys (so the totals in ``metrics`` do not go back).
+    retired: dict[str, int] = field(default_factory=dict)
+    #: tenant -> (id -> ((key code + 1) << 40 | seq) for executions, seq otherwise); two generations.
+    ids: dict[str, dict[str, int]] = field(default_factory=dict)
+    old_ids: dict[str, dict[str, int]] = field(default_factory=dict)
     gen_start: int = 0
     seq: int = 0
     #: (window end, key code) heap: keys whose open window the watermark may pass.
@@ -174,20 +196,27 @@ class DriftProcessor:
         self.name, self.source = name, f"adaptd.{name}"
         self.size = parse_size(self.cfg.window)
         self._golden = dict(self.cfg.golden_quality)
+        idle = self.cfg.key_idle_s
+        self.idle_us = (self.cfg.max_window_periods + 1) * self.size if idle is None else int(round(idle * US))
 
     def config(self) -> dict[str, Any]:
-        return {"version": 1, **asdict(self.cfg)}
+        return {"version": 2, **asdict(self.cfg)}
 
     def initial_state(self) -> DriftState:
-        return DriftState()
+        return DriftState(budget=KeyBudget(self.cfg.max_keys_per_tenant, self.idle_us))
 
     def metrics(self, state: DriftState) -> dict[str, Any]:
-        per = state.per_key
-        return {"keys": len(per), "executions": state.executions, "scores": state.scores,
-                "duplicates": state.duplicates, "feedback_unmatched": state.feedback_unmatched,
-                "late": {self.cfg.window: sum(k.late for k in per)},
-                "pending": sum(len(k.pending) for k in per), "pending_dropped": sum(k.pending_dropped for k in per),
-                "thinned": sum(k.thinned for k in per), "windows_closed": sum(k.windows for k in per),
+        per = [k for k in state.per_key if k is not None]
+        old = state.retired
+
+        def total(name: str) -> int:
+            return sum(getattr(k, name) for k in per) + old.get(name, 0)
+
+        return {"keys": len(state.index), **state.budget.metrics(), "executions": state.executions,
+                "scores": state.scores, "duplicates": state.duplicates,
+                "feedback_unmatched": state.feedback_unmatched, "late": {self.cfg.window: total("late")},
+                "pending": sum(len(k.pending) for k in per), "pending_dropped": total("pending_dropped"),
+                "thinned": total("thinned"), "windows_closed": total("windows"),
                 "open_incidents": sum(k.incident is not None for k in per), "signals": state.signals}
 
     # ------------------------------------------------------------------ batch
@@ -212,7 +241,7 @@ class DriftProcessor:
         while state.due and state.due[0][0] <= watermark:
             end, code = heapq.heappop(state.due)
             ks = state.per_key[code]
-            if ks.end == end:  # else a stale entry: the key moved on at its own events
+            if ks is not None and ks.end == end:  # else a stale entry: the key moved on (or was evicted)
                 self._advance(state, code, ks, watermark, out)
         state.signals += len(out)
         out.sort(key=lambda s: s["ts"])  # stable: a key's own signals stay in order
@@ -227,8 +256,9 @@ class DriftProcessor:
                    batch.cost_usd.tolist()]
         route, model, error = batch.route, batch.model, batch.status_error.tolist()
         score, parent_of = batch.score.tolist(), batch.execution_id
-        codes: dict[tuple[int, int], int] = {}
+        codes: dict[tuple[int, int], tuple[int, int]] = {}  # (tenant, program) cat codes -> (code, born)
         horizon = cfg.join_events
+        empty: dict[str, int] = {}
         for i in rows:
             if kind[i] == EXECUTION and cfg.roots_only and parents is not None and parents[i] is not None:
                 continue
@@ -237,40 +267,57 @@ class DriftProcessor:
             seq = state.seq
             if seq - state.gen_start > horizon:  # per event, so independent of batch cuts
                 state.old_ids, state.ids, state.gen_start = state.ids, {}, seq
-            seen = state.ids.get(event_id)
+            tenant = tenants.get(i) or "default"
+            # Ids are per tenant: another tenant's id is neither a re-send nor a join.
+            mine = state.ids.get(tenant)
+            if mine is None:
+                mine = state.ids[tenant] = {}
+            older = state.old_ids.get(tenant, empty)
+            seen = mine.get(event_id)
             if seen is None:
-                seen = state.old_ids.get(event_id)
+                seen = older.get(event_id)
             if seen is not None and seq - (seen & _SEQ_MASK) <= horizon:
                 state.duplicates += 1
                 continue
             if kind[i] == EXECUTION:
                 pair = (int(tenants.codes[i]), int(programs.codes[i]))
-                code = codes.get(pair)
-                if code is None:
-                    if pair[1] < 0:
+                if pair[1] < 0:
+                    continue
+                cached = codes.get(pair)
+                code = cached[0] if cached is not None and state.born[cached[0]] == cached[1] else -1
+                if code < 0:
+                    key = (tenant, programs.values[pair[1]])
+                    code = state.index.get(key, -1)
+                    if code < 0:
+                        code = self._key(state, key, wm[i], ts[i], seq, out)
+                    if code < 0:  # refused: the tenant is at its cap
+                        mine[event_id] = seq
                         continue
-                    code = codes[pair] = self._key(state, (tenants.get(i) or "default", programs.values[pair[1]]), wm[i])
-                state.ids[event_id] = ((code + 1) << _SEQ_BITS) | seq
+                    codes[pair] = (code, state.born[code])
+                mine[event_id] = ((code + 1) << _SEQ_BITS) | seq
+                state.last[code] = max(state.last[code], ts[i])
                 state.executions += 1
                 item = None  # features are built only if observed
             else:
-                state.ids[event_id] = seq
+                mine[event_id] = seq
                 s = score[i]
                 parent = parent_of[i]
-                found = None if parent is None else state.ids.get(parent)
+                found = None if parent is None else mine.get(parent)
                 if found is None and parent is not None:
-                    found = state.old_ids.get(parent)
+                    found = older.get(parent)
                 code = -1 if found is None else (found >> _SEQ_BITS) - 1
-                # Another tenant's execution id joins nothing: tenants never see each other.
+                # an execution of an evicted program (its code gone or reused since) joins nothing
                 if (code < 0 or seq - (found & _SEQ_MASK) > horizon  # type: ignore[operator]
-                        or state.keys[code][0] != (tenants.get(i) or "default")):
+                        or state.born[code] > (found & _SEQ_MASK)):  # type: ignore[operator]
                     state.feedback_unmatched += 1
                     continue
+                state.last[code] = max(state.last[code], ts[i])
                 if s != s:  # no numeric score: nothing to observe
                     continue
                 state.scores += 1
                 item = {QUALITY: s}
             ks = state.per_key[code]
+            assert ks is not None  # the code was just looked up or added
             if wm[i] >= ks.end:
                 self._advance(state, code, ks, wm[i], out)
             t = ts[i]
@@ -292,21 +339,57 @@ class DriftProcessor:
                 ks.detector.observe(item)
                 ks.scores += 1
 
-    def _key(self, state: DriftState, key: tuple[str, str], wm: int) -> int:
-        code = state.index.get(key)
-        if code is None:
-            code = state.index[key] = len(state.keys)
+    def _key(self, state: DriftState, key: tuple[str, str], wm: int, ts: int, seq: int, out: list[dict]) -> int:
+        """Add ``key`` (new) at an event of time ``ts``, watermark ``wm``, number ``seq``;
+        -1 when its tenant is at its cap and no program of it can make room."""
+        budget = state.budget
+        if not budget.room(key[0]):
+            victim = budget.victim(key[0], wm, state.last, state.born,
+                                   lambda c: self._evictable(state, c, wm, out))
+            if victim is None:
+                budget.refuse(key[0])
+                return -1
+            self._evict(state, victim)
+        # Each program gets its own seed: independent samples and permutations per key.
+        seed = self.cfg.detector.seed ^ zlib.crc32(f"{key[0]}\x1f{key[1]}".encode())
+        start = wm // self.size * self.size
+        detector = DriftDetector(replace(self.cfg.detector, seed=seed))
+        golden = self._golden.get(key[1])
+        if golden is not None:
+            detector.pin_quality_baseline(golden)
+        ks = DriftKey(detector, start, start + self.size)
+        if state.free:
+            code = state.free.pop()
+            state.keys[code], state.per_key[code], state.last[code], state.born[code] = key, ks, ts, seq
+        else:
+            code = len(state.keys)
             state.keys.append(key)
-            # Each program gets its own seed: independent samples and permutations per key.
-            seed = self.cfg.detector.seed ^ zlib.crc32(f"{key[0]}\x1f{key[1]}".encode())
-            start = wm // self.size * self.size
-            detector = DriftDetector(replace(self.cfg.detector, seed=seed))
-            golden = self._golden.get(key[1])
-            if golden is not None:
-                detector.pin_quality_baseline(golden)
-            state.per_key.append(DriftKey(detector, start, start + self.size))
-            heapq.heappush(state.due, (start + self.size, code))
+            state.per_key.append(ks)
+            state.last.append(ts)
+            state.born.append(seq)
+        state.index[key] = code
+        budget.added(key[0], code, f"{key[0]}\x1f{key[1]}", ts, seq)
+        heapq.heappush(state.due, (start + self.size, code))
         return code
+
+    def _evictable(self, state: DriftState, code: int, wm: int, out: list[dict]) -> bool:
+        """Bring ``code``'s program up to ``wm`` (as an event of it would); True when it
+        then holds nothing but its detector: no window data, pending events or incident."""
+        ks = state.per_key[code]
+        assert ks is not None
+        if wm >= ks.end:
+            self._advance(state, code, ks, wm, out)
+        return ks.incident is None and not ks.pending and not (ks.n or ks.scores)
+
+    def _evict(self, state: DriftState, code: int) -> None:
+        key, ks = state.keys[code], state.per_key[code]
+        assert key is not None and ks is not None
+        for name in ("late", "pending_dropped", "thinned", "windows"):
+            state.retired[name] = state.retired.get(name, 0) + getattr(ks, name)
+        del state.index[key]
+        state.keys[code], state.per_key[code], state.born[code] = None, None, GONE
+        state.free.append(code)
+        state.budget.removed(key[0])
 
     def _hold(self, ks: DriftKey, item: tuple) -> None:
         if len(ks.pending) < self.cfg.max_pending:
@@ -362,6 +445,7 @@ class DriftProcessor:
         # Thin the next window by the size of this one (a stable rate within the window).
         ks.level = max(0, math.ceil(math.log2(n / self.cfg.sample_target))) if n > self.cfg.sample_target else 0
         key, inc, cfg = state.keys[code], ks.incident, self.cfg
+        assert key is not None
         if findings:
             severity, score = self._severity(findings), _score(findings[0])
             drifted = [f.feature for f in findings]

@@ -21,6 +21,18 @@ because the run's window closed).  Feedback whose execution is unknown (never se
 only later in the log, or more than ``join_events`` source events earlier) is counted in
 ``feedback_unmatched`` and not attributed.
 
+**Tenants.**  Every join and dedupe is per tenant: feedback joins only an execution of
+its own tenant, and an id re-sent by one tenant is a re-send only of that tenant's
+event, whatever ids other tenants use.
+
+**Bounded keys.**  A tenant holds at most ``max_keys_per_tenant`` keys.  An event whose key
+is new to a tenant at its cap evicts that tenant's least recently seen key (by last event
+time, ties by key text) if it has been idle ``key_idle_s`` (at least the largest window,
+so its windows have all closed) at the event's watermark; otherwise the event is refused
+(``keys_refused``).  Feedback on an execution of an evicted key joins nothing.  Every
+decision is taken per event in log order, so replay and any batching agree, and no
+tenant's flood can evict or refuse another tenant's keys.
+
 Late events (their window had closed when they arrived) are counted per window size and
 left out of that window; an event late for a small window may still count in a larger
 one.  Re-sent events (same ``id`` within ``dedupe_events`` source events) are counted
@@ -62,10 +74,15 @@ from adaptd.streams.processors.history.state import (
     F_QSUM,
     F_TOKENS_IN,
     F_TOKENS_OUT,
+    GONE,
     NF,
     HistoryState,
     Key,
+    KeyBudget,
+    RecentIds,
     WindowTable,
+    grow,
+    key_of,
 )
 from adaptd.streams.processors.windows import check_nested, late_levels, parse_size
 
@@ -89,36 +106,48 @@ class HistoryProcessor:
     kinds = frozenset({"execution", "lm_call", "feedback"})
 
     def __init__(self, windows: Sequence[str] = DEFAULT_WINDOWS, *, dedupe_events: int = 100_000,
-                 join_events: int = 500_000, name: str = "history") -> None:
+                 join_events: int = 500_000, max_keys_per_tenant: int = 10_000, key_idle_s: float | None = None,
+                 name: str = "history") -> None:
         """Args:
             windows: window sizes, ascending, each dividing the next (``"10s"``, ``"1m"``...).
-            dedupe_events: an event whose id occurred within this many earlier source
-                events is a re-send and counted once (bounds the id memory).
+            dedupe_events: an event whose id occurred (in the same tenant) within this many
+                earlier source events is a re-send and counted once (bounds the id memory).
             join_events: feedback joins its execution only if the execution came at
                 most this many source events earlier (bounds the join memory).
+            max_keys_per_tenant: most keys a tenant holds (see the module docstring).
+            key_idle_s: event-time seconds without events after which a key may be
+                evicted for a new one; None: the largest window.
             name: processor name (in ids and stats).
 
         Raises:
-            ValueError: bad window sizes or non-positive bounds.
+            ValueError: bad window sizes, non-positive bounds, or ``key_idle_s`` shorter
+                than the largest window.
         """
         self.windows = tuple(windows)
         self.sizes_us = [parse_size(w) for w in self.windows]
         check_nested(self.sizes_us)
-        if dedupe_events < 1 or join_events < 1:
-            raise ValueError("dedupe_events and join_events must be >= 1")
+        if dedupe_events < 1 or join_events < 1 or max_keys_per_tenant < 1:
+            raise ValueError("dedupe_events, join_events and max_keys_per_tenant must be >= 1")
+        self.key_idle_us = self.sizes_us[-1] if key_idle_s is None else int(round(key_idle_s * 1_000_000))
+        if self.key_idle_us < self.sizes_us[-1]:
+            raise ValueError("key_idle_s must be at least the largest window (an evicted key's windows must be closed)")
         self.dedupe_events, self.join_events, self.name = dedupe_events, join_events, name
+        self.max_keys = max_keys_per_tenant
 
     def config(self) -> dict[str, Any]:
-        return {"version": 1, "windows": list(self.windows), "alpha": ALPHA,
-                "dedupe_events": self.dedupe_events, "join_events": self.join_events}
+        return {"version": 2, "windows": list(self.windows), "alpha": ALPHA,
+                "dedupe_events": self.dedupe_events, "join_events": self.join_events,
+                "max_keys_per_tenant": self.max_keys, "key_idle_us": self.key_idle_us}
 
     def initial_state(self) -> HistoryState:
-        return HistoryState(tables=[WindowTable(n, s) for n, s in zip(self.windows, self.sizes_us)])
+        return HistoryState(tables=[WindowTable(n, s) for n, s in zip(self.windows, self.sizes_us)],
+                            budget=KeyBudget(self.max_keys, self.key_idle_us))
 
     def metrics(self, state: HistoryState) -> dict[str, Any]:
         return {
             "events": state.seq,
-            "keys": len(state.keys.keys),
+            "keys": len(state.keys),
+            **state.budget.metrics(),
             "late": {t.name: t.late for t in state.tables},
             "open_windows": {t.name: t.open_windows() for t in state.tables},
             "windows_emitted": {t.name: t.emitted for t in state.tables},
@@ -142,6 +171,7 @@ class HistoryProcessor:
         for level, table in enumerate(state.tables):
             closed += self._close(state, level, table, watermark)
         closed.sort(key=lambda item: item[0])
+        state.keys.collect()  # evicted keys' windows are closed and emitted: free their codes
         return state, [event for _, event in closed]
 
     def _fold(self, state: HistoryState, batch: EventBatch) -> None:
@@ -156,67 +186,176 @@ class HistoryProcessor:
         s0 = state.seq
         state.seq += n
         seq = np.arange(s0, s0 + n, dtype=np.int64)
-        keep = self._dedupe(state, batch.id, s0)
+        groups = _tenant_rows(batch)
+        keep = np.ones(n, bool)
+        for tenant, rows in groups:
+            recent = state.recent.get(tenant)
+            if recent is None:
+                recent = state.recent[tenant] = RecentIds()
+            ids = batch.id if len(rows) == n else [batch.id[i] for i in rows.tolist()]
+            keep[rows] = self._dedupe(state, recent, ids, seq[rows])
         key = np.full(n, -1, np.int64)
+        cats = (batch.tenant, batch.program, batch.module, batch.route, batch.model)
         own = np.flatnonzero(keep & (kind != FEEDBACK))
         if len(own):
-            key[own] = self._key_codes(state, batch, own)
-        execs = np.flatnonzero(keep & (kind == EXECUTION))
-        if len(execs):
-            packed = (key[execs] << _SEQ_BITS) | seq[execs]
-            ids = batch.id
-            state.exec_key.current.update(zip([ids[i] for i in execs.tolist()], packed.tolist()))
-        feedback = np.flatnonzero(keep & (kind == FEEDBACK))
-        if len(feedback):
-            self._join(state, batch, feedback, seq, key)
-        state.recent.turn_over(state.seq, self.dedupe_events)
-        state.exec_key.turn_over(state.seq, self.join_events)
+            key[own] = state.keys.lookup(cats, own)
+        pressed = self._admit_new(state, batch, cats, own[key[own] < 0], seq, key)
+        for tenant, rows in groups:
+            if tenant in pressed:
+                self._exact(state, batch, tenant, rows[keep[rows]], seq, key, cats)
+            else:
+                self._fast(state, batch, tenant, rows[keep[rows]], seq, key)
+        for ids_of in (state.recent, state.exec_key):
+            horizon = self.dedupe_events if ids_of is state.recent else self.join_events
+            for recent in ids_of.values():
+                recent.turn_over(state.seq, horizon)
         rows = np.flatnonzero(key >= 0)
         if len(rows):
             self._aggregate(state, batch, rows, key[rows])
 
-    def _dedupe(self, state: HistoryState, ids: list[str], s0: int) -> np.ndarray:
-        """True for events to keep: not a re-send of an id seen within ``dedupe_events``."""
+    # ------------------------------------------------------------------ keys and joins
+
+    def _admit_new(self, state: HistoryState, batch: EventBatch, cats: tuple, absent: np.ndarray, seq: np.ndarray,
+                   key: np.ndarray) -> set[str]:
+        """Add the new keys of tenants with room for all of them (``key`` of their rows is
+        set); return the tenants without that room (their rows go through ``_exact``)."""
+        if not len(absent):
+            return set()
+        row_keys = [key_of(cats, i) for i in absent.tolist()]
+        first: dict[Key, int] = {}
+        for i, k in zip(absent.tolist(), row_keys):
+            first.setdefault(k, i)
+        new: dict[str, int] = {}
+        for k in first:
+            new[k[0]] = new.get(k[0], 0) + 1
+        pressed = {t for t, count in new.items() if not state.budget.room(t, count)}
+        codes: dict[Key, int] = {}
+        for k, i in first.items():
+            if k[0] not in pressed:
+                codes[k] = self._add_key(state, k, int(seq[i]), int(batch.ts[i]))
+        for i, k in zip(absent.tolist(), row_keys):
+            code = codes.get(k)
+            if code is not None:
+                key[i] = code
+        return pressed
+
+    def _add_key(self, state: HistoryState, k: Key, seq: int, ts: int) -> int:
+        code = state.keys.add(k)
+        state.last = grow(state.last, code + 1, 0)
+        state.born = grow(state.born, code + 1, GONE)
+        state.last[code], state.born[code] = ts, seq
+        state.budget.added(k[0] or "default", code, state.keys.texts[code], ts, seq)
+        return code
+
+    def _exec_ids(self, state: HistoryState, tenant: str) -> RecentIds:
+        recent = state.exec_key.get(tenant)
+        if recent is None:
+            recent = state.exec_key[tenant] = RecentIds()
+        return recent
+
+    def _fast(self, state: HistoryState, batch: EventBatch, tenant: str, rows: np.ndarray, seq: np.ndarray,
+              key: np.ndarray) -> None:
+        """A tenant with room for its new keys: no eviction, so joins and last-seen times
+        can be done for the whole batch at once."""
+        if not len(rows):
+            return
+        kind = batch.kind[rows]
+        exec_ids = self._exec_ids(state, tenant)
+        execs = rows[kind == EXECUTION]
+        if len(execs):
+            packed = (key[execs] << _SEQ_BITS) | seq[execs]
+            ids = batch.id
+            exec_ids.current.update(zip([ids[i] for i in execs.tolist()], packed.tolist()))
+        feedback = rows[kind == FEEDBACK]
+        if len(feedback):
+            self._join(state, exec_ids, batch, feedback, seq, key)
+        seen = rows[key[rows] >= 0]
+        np.maximum.at(state.last, key[seen], batch.ts[seen])
+
+    def _exact(self, state: HistoryState, batch: EventBatch, tenant: str, rows: np.ndarray, seq: np.ndarray,
+               key: np.ndarray, cats: tuple) -> None:
+        """A tenant at its cap: admit, evict or refuse event by event, in log order."""
+        budget, keys = state.budget, state.keys
+        exec_ids = self._exec_ids(state, tenant)
+        current, previous = exec_ids.current, exec_ids.previous
+        kinds, ts, wm, seqs = batch.kind[rows].tolist(), batch.ts[rows].tolist(), batch.wm[rows].tolist(), seq[rows].tolist()
+        for j, i in enumerate(rows.tolist()):
+            t, s = ts[j], seqs[j]
+            if kinds[j] == FEEDBACK:
+                parent = batch.execution_id[i]
+                found = -1 if parent is None else current.get(parent, previous.get(parent, -1))
+                exec_seq, code = found & _SEQ_MASK, found >> _SEQ_BITS
+                if found >= 0 and exec_seq < s and s - exec_seq <= self.join_events and state.born[code] <= exec_seq:
+                    key[i] = code
+                    state.last[code] = max(int(state.last[code]), t)
+                else:
+                    state.feedback_unmatched += 1
+                continue
+            code = int(key[i])
+            if code >= 0 and state.born[code] >= GONE:  # evicted earlier in this batch
+                code = -1
+            if code < 0:
+                k = key_of(cats, i)
+                found_code = keys.index.get(k)
+                if found_code is None:
+                    if not budget.room(tenant):
+                        victim = budget.victim(tenant, wm[j], state.last, state.born)
+                        if victim is None:
+                            budget.refuse(tenant)
+                            key[i] = -1
+                            continue
+                        keys.remove(victim)
+                        state.born[victim] = GONE
+                        budget.removed(tenant)
+                    found_code = self._add_key(state, k, s, t)
+                code = found_code
+            else:
+                state.last[code] = max(int(state.last[code]), t)
+            key[i] = code
+            if kinds[j] == EXECUTION:
+                current[batch.id[i]] = (code << _SEQ_BITS) | s
+
+    def _dedupe(self, state: HistoryState, recent: RecentIds, ids: list[str], seqs: np.ndarray) -> np.ndarray:
+        """True for events to keep: not a re-send of an id the tenant sent within ``dedupe_events``."""
         n = len(ids)
-        recent = state.recent
         current = recent.current
         keep = np.ones(n, bool)
         horizon = self.dedupe_events
+        order = seqs.tolist()
         if current.keys().isdisjoint(ids) and recent.previous.keys().isdisjoint(ids):  # the usual case, in C
             before = len(current)
-            current.update(zip(ids, range(s0, s0 + n)))  # each id's last occurrence, as below
+            current.update(zip(ids, order))  # each id's last occurrence, as below
             if len(current) - before == n:
                 return keep
             last: dict[str, int] = {}  # an id repeated inside the batch
             for i, event_id in enumerate(ids):
                 j = last.get(event_id)
-                if j is not None and i - j <= horizon:
+                if j is not None and order[i] - order[j] <= horizon:
                     keep[i] = False
                 last[event_id] = i
         else:
             for i, event_id in enumerate(ids):
                 prev = recent.get(event_id)
-                if prev >= 0 and s0 + i - prev <= horizon:
+                if prev >= 0 and order[i] - prev <= horizon:
                     keep[i] = False
-                current[event_id] = s0 + i
+                current[event_id] = order[i]
         state.duplicates += int(n - keep.sum())
         return keep
 
-    def _join(self, state: HistoryState, batch: EventBatch, rows: np.ndarray, seq: np.ndarray,
+    def _join(self, state: HistoryState, exec_ids: RecentIds, batch: EventBatch, rows: np.ndarray, seq: np.ndarray,
               key: np.ndarray) -> None:
         parents = [batch.execution_id[i] for i in rows.tolist()]
-        get, older = state.exec_key.current.get, state.exec_key.previous.get
+        get, older = exec_ids.current.get, exec_ids.previous.get
         found = np.array([get(p, -1) if p is not None else -1 for p in parents], np.int64)
         for j in np.flatnonzero(found < 0).tolist():  # not in the current generation: the previous one
             if parents[j] is not None:
                 found[j] = older(parents[j], -1)
         exec_seq = found & _SEQ_MASK
         ok = (found >= 0) & (exec_seq < seq[rows]) & (seq[rows] - exec_seq <= self.join_events)
+        # an execution of an evicted key (its code gone or reused since) joins nothing
+        ok[ok] = state.born[found[ok] >> _SEQ_BITS] <= exec_seq[ok]
         key[rows[ok]] = found[ok] >> _SEQ_BITS
         state.feedback_unmatched += int(len(rows) - ok.sum())
-
-    def _key_codes(self, state: HistoryState, batch: EventBatch, rows: np.ndarray) -> np.ndarray:
-        return state.keys.codes((batch.tenant, batch.program, batch.module, batch.route, batch.model), rows)
 
     def _aggregate(self, state: HistoryState, batch: EventBatch, rows: np.ndarray, key: np.ndarray) -> None:
         tables, sizes = state.tables, self.sizes_us
@@ -384,6 +523,15 @@ class HistoryProcessor:
         table.release(slots)
         table.emitted += len(out)
         return out
+
+
+def _tenant_rows(batch: EventBatch) -> list[tuple[str, np.ndarray]]:
+    """The rows of each tenant in ``batch`` (tenant names as the events carry them)."""
+    cat = batch.tenant
+    codes = cat.codes
+    if len(cat.values) == 1 and (codes >= 0).all():
+        return [(cat.values[0], np.arange(len(codes)))]
+    return [(cat.values[c] if c >= 0 else "default", np.flatnonzero(codes == c)) for c in np.unique(codes).tolist()]
 
 
 def _by_type(names: list[str], counts: list[int], lo: int, hi: int) -> dict[str, int]:

@@ -1,5 +1,9 @@
 """The history processor's state: keys, open windows, recent ids.  Plain data (pickled).
 
+Ids are remembered per tenant (``recent`` and ``exec_key`` map a tenant to its own
+``RecentIds``): a re-send is recognised, and feedback joins its execution, only within
+the tenant that sent both, so another tenant naming the same id changes nothing.
+
 Everything is laid out for batch work: lookups are ``numpy.searchsorted`` over sorted
 arrays, so Python runs once per *new* key or window, not once per event or per batch.
 """
@@ -11,7 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adaptd.streams.processors.history.sketch import SparseCounts
-from adaptd.streams.processors.keys import Key, KeyTable, Strings  # noqa: F401  (re-exported for the history processor)
+from adaptd.streams.processors.keys import (  # noqa: F401  (re-exported for the history processor)
+    GONE,
+    Key,
+    KeyBudget,
+    KeyTable,
+    Strings,
+    grow,
+    key_of,
+)
 
 #: Aggregate columns of a window (int64; cost and quality sums in units of 1e-9).
 (F_COUNT, F_LM, F_ERR, F_TOKENS_IN, F_TOKENS_OUT, F_COST, F_HITS, F_KNOWN, F_QN, F_QSUM, F_LATN) = range(11)
@@ -73,13 +85,13 @@ class WindowTable:
     def _grow(self, cap: int) -> None:
         n = len(self.active)
 
-        def grow(a: np.ndarray) -> np.ndarray:
+        def widen(a: np.ndarray) -> np.ndarray:
             out = np.zeros((cap, *a.shape[1:]), a.dtype)
             out[:n] = a
             return out
 
-        self.slot_key, self.slot_wid = grow(self.slot_key), grow(self.slot_wid)
-        self.active, self.agg = grow(self.active), grow(self.agg)
+        self.slot_key, self.slot_wid = widen(self.slot_key), widen(self.slot_wid)
+        self.active, self.agg = widen(self.active), widen(self.agg)
 
     def release(self, slots: np.ndarray) -> None:
         """Forget the windows of ``slots`` (after they were emitted)."""
@@ -126,11 +138,19 @@ class HistoryState:
     """Everything the history processor knows."""
 
     tables: list[WindowTable]
+    budget: KeyBudget
     #: Source events taken so far (their sequence numbers).
     seq: int = 0
     keys: KeyTable = field(default_factory=KeyTable)
-    error_types: Strings = field(default_factory=Strings)
-    recent: RecentIds = field(default_factory=RecentIds)  # event id -> seq of its last occurrence
-    exec_key: RecentIds = field(default_factory=RecentIds)  # execution id -> key << 40 | seq
+    error_types: Strings = field(default_factory=lambda: Strings(limit=ERROR_TYPES))
+    #: tenant -> (event id -> seq of its last occurrence)
+    recent: dict[str, RecentIds] = field(default_factory=dict)
+    #: tenant -> (execution id -> key << 40 | seq)
+    exec_key: dict[str, RecentIds] = field(default_factory=dict)
+    #: Per key code: the last event time seen (µs) and the seq at which the key was added
+    #: (``keys.GONE`` once removed): an execution older than its key's ``born`` belonged
+    #: to an evicted key, so feedback on it joins nothing.
+    last: np.ndarray = field(default_factory=_empty)
+    born: np.ndarray = field(default_factory=_empty)
     duplicates: int = 0
     feedback_unmatched: int = 0
