@@ -122,7 +122,7 @@ def memory(state) -> dict[str, float]:
     del loaded, id_maps
     keys = len(state.keys.keys)
     return {"keys": keys, "state_bytes": total, "id_map_bytes": id_bytes, "id_map_entries":
-            len(state.recent) + len(state.exec_key), "bytes_per_key": round((total - id_bytes) / keys),
+            sum(map(len, state.recent.values())) + sum(map(len, state.exec_key.values())), "bytes_per_key": round((total - id_bytes) / keys),
             "snapshot_bytes": len(blob), "open_windows": {t.name: t.open_windows() for t in state.tables},
             "sketch_entries": {t.name: int(len(t.sketch.codes) + t.sketch.pending) for t in state.tables}}
 
