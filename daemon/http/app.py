@@ -234,10 +234,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             raise HTTPException(422, str(exc)) from None
         return {"items": rows, "next_cursor": next_cursor}
 
-    @app.get("/v1/programs", summary="Summary per program")
-    async def programs(request: Request, tenant: Tenant) -> dict[str, Any]:
-        rows = await run_in_threadpool(runtime_of(request).store.program_summary, tenant)
-        return {"items": rows}
+    @app.get("/v1/programs", summary="Summary per program, by name (pages of at most 1000)")
+    async def programs(
+        request: Request, tenant: Tenant, limit: int = Query(1000, ge=1, le=1000),
+        cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    ) -> dict[str, Any]:
+        store = runtime_of(request).store
+        rows = await run_in_threadpool(lambda: store.program_summary(tenant, limit=limit, after=cursor))
+        return {"items": rows, "next_cursor": rows[-1]["program"] if len(rows) == limit else None}
 
     windows = settings.processors.history_windows
 

@@ -373,15 +373,22 @@ class Store:
         rows = rows[:limit]
         return rows, _encode_cursor(rows[-1]["ts"], rows[-1]["id"])
 
-    def program_summary(self, tenant: str) -> list[dict[str, Any]]:
+    def program_summary(self, tenant: str, *, limit: int = 1000, after: str | None = None) -> list[dict[str, Any]]:
         """Per program of ``tenant``, over its top-level executions (``parent_id`` null).
+
+        Args:
+            limit: most programs returned, clamped to 1..1000 (a tenant with a flood of
+                names pages through them instead of getting one huge answer).
+            after: only programs whose name sorts after this (the last one of the
+                previous page); None: from the first.
 
         Returns:
             One dict per program, by name: ``program, executions, errors, error_rate,
             p50_duration_ms, p95_duration_ms, tokens, cost_usd, first_ts, last_ts``
-            ([] when the tenant has no executions).  Module-level executions (children)
-            are not counted, so a run is counted once.
+            ([] when the tenant has no executions, or none after ``after``).
+            Module-level executions (children) are not counted, so a run is counted once.
         """
+        limit = max(1, min(int(limit), 1000))
         return self._rows("executions", """
             SELECT program, count(*) AS executions, count(*) FILTER (WHERE status = 'error') AS errors,
                    count(*) FILTER (WHERE status = 'error') / count(*) AS error_rate,
@@ -389,8 +396,9 @@ class Store:
                    quantile_cont(duration_ms, 0.95) AS p95_duration_ms,
                    coalesce(sum(coalesce(tokens_in, 0) + coalesce(tokens_out, 0)), 0) AS tokens,
                    coalesce(sum(cost_usd), 0) AS cost_usd, min(ts) AS first_ts, max(ts) AS last_ts
-            FROM executions WHERE tenant = ? AND parent_id IS NULL GROUP BY program ORDER BY program
-        """, [tenant])
+            FROM executions WHERE tenant = ? AND parent_id IS NULL AND (? IS NULL OR program > ?)
+            GROUP BY program ORDER BY program LIMIT ?
+        """, [tenant, after, after, limit])
 
     def windows(
         self,
