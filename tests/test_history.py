@@ -17,29 +17,18 @@ import httpx
 import numpy as np
 import pytest
 
-from adaptd.streams.events import PerfWindow, derived_id, new_id, parse_event
+from adaptd.streams.events import PerfWindow, derived_id, parse_event
 from adaptd.streams.processors.base import NO_WATERMARK, EventBatch, to_us
 from adaptd.streams.processors.history.processor import HISTORY_NS, HistoryProcessor
 from adaptd.streams.processors.history.sketch import ALPHA, SparseCounts, buckets, quantiles
 from adaptd.streams.processors.windows import watermarks
 
 try:
-    from conftest import run_cli, wait_until
+    from conftest import BASE, ev, messy_events, past_minute, post_events, run_cli, wait_until
 except ImportError:  # tests/ imported as a package
-    from tests.conftest import run_cli, wait_until
+    from tests.conftest import BASE, ev, messy_events, past_minute, post_events, run_cli, wait_until
 
-BASE = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 LATENESS_US = 5_000_000
-
-
-def ev(kind: str, t: float, **fields: Any) -> dict[str, Any]:
-    """An event of ``kind`` at ``BASE + t`` seconds (program ``qa`` unless given)."""
-    event = {"id": str(new_id()), "ts": BASE + dt.timedelta(seconds=t), "kind": kind, "tenant": "acme"}
-    if kind in ("execution", "lm_call"):
-        event["program"] = "qa"
-    if kind == "lm_call":
-        event["model"] = "gpt"
-    return {**event, **fields}
 
 
 def run(events: list[dict], cuts: list[int] | None = None, proc: HistoryProcessor | None = None,
@@ -232,32 +221,8 @@ def test_resent_events_are_counted_once() -> None:
 # ---------------------------------------------------------------- determinism
 
 
-def _messy_events(n: int, seed: int) -> list[dict]:
-    """Several keys, errors, LM calls, feedback, re-sends, and events up to 20 s out of order."""
-    rnd = random.Random(seed)
-    events, runs = [], []
-    for i in range(n):
-        t = i * 0.05 + rnd.choice([0, 0, 0, 0, -rnd.uniform(0, 20)])
-        roll = rnd.random()
-        if roll < 0.03 and events:
-            events.append(dict(rnd.choice(events)))
-        elif roll < 0.55:
-            e = ev("execution", t, program=rnd.choice(["qa", "sum"]), module=rnd.choice([None, "cot", ""]),
-                   route=rnd.choice(["a", "b"]), duration_ms=rnd.expovariate(1 / 50),
-                   status="error" if rnd.random() < 0.1 else "ok", error_type=rnd.choice(["Timeout", "Rate", None]),
-                   tokens_in=rnd.randrange(100), cost_usd=rnd.random() / 1000)
-            runs.append(e)
-            events.append(e)
-        elif roll < 0.85:
-            events.append(ev("lm_call", t, route=rnd.choice(["a", "b"]), duration_ms=rnd.expovariate(1 / 20),
-                             cache_hit=rnd.choice([True, False, None]), cost_usd=rnd.random() / 1e4))
-        elif runs:
-            events.append(ev("feedback", t, execution_id=rnd.choice(runs)["id"], score=rnd.random()))
-    return events
-
-
 def test_outputs_do_not_depend_on_batch_boundaries() -> None:
-    events = _messy_events(6000, seed=3)
+    events = messy_events(6000, seed=3)
     _, whole, _ = run(events)
     rnd = random.Random(9)
     for pieces in (2, 17, 400):
@@ -271,21 +236,9 @@ def test_outputs_do_not_depend_on_batch_boundaries() -> None:
 # ---------------------------------------------------------------- reads against a real daemon
 
 
-def _now_base() -> dt.datetime:
-    """A minute boundary an hour ago: event times a real daemon accepts as the past."""
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    return now.replace(second=0, microsecond=0)
-
-
-def _post(url: str, events: list[dict]) -> None:
-    body = [{**e, "ts": e["ts"].isoformat()} for e in events]
-    answer = httpx.post(f"{url}/v1/events", json=body, timeout=10).json()
-    assert answer["accepted"] == len(events), answer
-
-
 def test_history_endpoint_and_cli_against_a_real_daemon(daemon_factory) -> None:
     daemon = daemon_factory().start()
-    base = _now_base()
+    base = past_minute()
 
     def at(kind: str, t: float, **fields: Any) -> dict:
         return {**ev(kind, 0, **fields), "ts": base + dt.timedelta(seconds=t)}
@@ -293,7 +246,7 @@ def test_history_endpoint_and_cli_against_a_real_daemon(daemon_factory) -> None:
     events = [at("execution", t, route="r1", duration_ms=float(10 + t), status="error" if t % 20 == 0 else "ok",
                  error_type="Timeout", tokens_in=5, cost_usd=0.01) for t in range(0, 120, 2)]
     events.append(at("execution", 200))  # moves the watermark past both minutes
-    _post(daemon.url, events)
+    post_events(daemon.url, events)
     stats = wait_until(lambda: (s := httpx.get(f"{daemon.url}/v1/stats").json())["processors"]["lag"] == 0
                        and s["projector_lag"] == 0 and s)
     assert stats["processors"]["processors"]["history"]["windows_emitted"]["1m"] == 2

@@ -1,6 +1,6 @@
 """The embedded processor runtime on a real file log: output, snapshots, restarts, replay.
 
-Event times are explicit (``test_history.BASE`` onwards); the runtime's time-based
+Event times are explicit (``conftest.BASE`` onwards); the runtime's time-based
 snapshot cadence runs on an injected clock that never moves unless a test moves it.
 """
 
@@ -26,11 +26,9 @@ from adaptd.streams.processors.history.processor import HistoryProcessor
 from adaptd.streams.processors.runtime import ProcessorRuntime, rerun
 
 try:
-    from conftest import run_cli, wait_until
-    from test_history import _messy_events, _now_base, _post, ev
+    from conftest import ev, messy_events, past_minute, post_events, run_cli, wait_until
 except ImportError:  # tests/ imported as a package
-    from tests.conftest import run_cli, wait_until
-    from tests.test_history import _messy_events, _now_base, _post, ev
+    from tests.conftest import ev, messy_events, past_minute, post_events, run_cli, wait_until
 
 
 class FrozenClock:
@@ -94,7 +92,7 @@ def test_closed_windows_are_appended_and_the_position_committed_only_after_a_sna
 
 
 def test_restart_resumes_from_the_snapshot_without_rereading_the_log(log, tmp_path) -> None:
-    events = _messy_events(4000, seed=1)
+    events = messy_events(4000, seed=1)
     log.append(encode(events[:3000]))
     first = make_runtime(log, tmp_path)
     first.drain()
@@ -112,7 +110,7 @@ def test_restart_resumes_from_the_snapshot_without_rereading_the_log(log, tmp_pa
 
 
 def test_a_crash_between_output_and_snapshot_re_emits_identical_windows(log, tmp_path) -> None:
-    log.append(encode(_messy_events(3000, seed=2)))
+    log.append(encode(messy_events(3000, seed=2)))
     crashed = make_runtime(log, tmp_path)
     while crashed.step():  # outputs appended, never snapshotted: then the process "dies"
         pass
@@ -139,7 +137,7 @@ def test_a_crash_between_output_and_snapshot_re_emits_identical_windows(log, tmp
 
 def test_replay_reproduces_the_live_derived_events_and_tables(log, tmp_path) -> None:
     """Live: the runtime and the projector as threads, events arriving in uneven chunks, one restart."""
-    events = _messy_events(5000, seed=4)
+    events = messy_events(5000, seed=4)
     store = Store(tmp_path / "live.duckdb")
     projector = Projector(log, store, batch=300, poll_s=0.02)
     projector.start()
@@ -275,18 +273,18 @@ def test_a_derived_processor_reads_the_closed_windows_and_its_state_is_snapshott
 
 def test_the_daemon_resumes_its_processors_and_replay_reproduces_their_windows(daemon_factory, tmp_path) -> None:
     daemon = daemon_factory().start()
-    base = _now_base()
+    base = past_minute()
 
     def at(t: float, **fields: Any) -> dict:
         return {**ev("execution", 0, **fields), "ts": base + dt.timedelta(seconds=t)}
 
-    _post(daemon.url, [at(t, duration_ms=float(t)) for t in range(0, 90, 3)])
+    post_events(daemon.url, [at(t, duration_ms=float(t)) for t in range(0, 90, 3)])
     wait_until(lambda: httpx.get(f"{daemon.url}/v1/stats").json()["processors"]["lag"] == 0)
     assert daemon.stop() == 0
     daemon.start()
     stats = httpx.get(f"{daemon.url}/v1/stats").json()["processors"]
     assert stats["resumed_at"] > 30 and stats["records_read"] == 0  # nothing re-read at start
-    _post(daemon.url, [at(t) for t in range(90, 200, 5)])
+    post_events(daemon.url, [at(t) for t in range(90, 200, 5)])
     wait_until(lambda: (s := httpx.get(f"{daemon.url}/v1/stats").json())["processors"]["lag"] == 0
                and s["projector_lag"] == 0)
     rows = httpx.get(f"{daemon.url}/v1/history", params={"program": "qa", "window": "1m"}).json()["items"]
