@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adaptd.streams.events import MAX_NAME_LEN, MAX_TEXT_LEN
-from adaptd.streams.features import features
+from adaptd.streams.features import features, features_many
 
 #: Namespace of the ids derived from spans. Never change it: stable ids are what make a
 #: re-sent span land on the rows it already has.
@@ -85,6 +85,8 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _HEX = re.compile(r"[0-9a-f]+")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_ZEROS = {32: _ZERO_TRACE, 16: _ZERO_SPAN}
+_HEX_MATCH = _HEX.fullmatch
 
 # Attribute keys read into event fields.  Where several name the same field, the first
 # present (in this order) wins and the others stay in ``attrs``.
@@ -148,7 +150,7 @@ def execution_id(trace_id: str, span_id: str, tenant: str | None = None) -> uuid
     fixed length, so no tenant name can make two different triples hash alike.
     """
     key = f"{trace_id}\x1f{span_id}" if tenant is None else f"{tenant}\x1f{trace_id}\x1f{span_id}"
-    return uuid.UUID(bytes=_sha1(_NAMESPACE_BYTES + key.encode()).digest()[:16], version=5)
+    return _uuid5(_sha1(_NAMESPACE_BYTES + key.encode()).digest())
 
 
 def lm_call_id(execution: uuid.UUID) -> uuid.UUID:
@@ -156,13 +158,30 @@ def lm_call_id(execution: uuid.UUID) -> uuid.UUID:
 
     Equal to ``derived_id(NAMESPACE, "lm_call", execution)``.
     """
-    return uuid.UUID(bytes=_sha1(_NAMESPACE_BYTES + f"lm_call\x1f{execution}".encode()).digest()[:16], version=5)
+    return _uuid5(_sha1(_NAMESPACE_BYTES + f"lm_call\x1f{execution}".encode()).digest())
+
+
+_UUID_NEW = object.__new__
+_UUID_SET = object.__setattr__
+_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID_V5 = (0x8000 << 48) | (5 << 76)
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def _uuid5(digest: bytes) -> uuid.UUID:
+    """``uuid.UUID(bytes=digest[:16], version=5)``, without ``UUID.__init__``'s argument
+    handling (half the cost of an id): the same variant and version bits, the same slots
+    (``int``, ``is_safe``) set the way ``__init__`` sets them."""
+    out = _UUID_NEW(uuid.UUID)
+    _UUID_SET(out, "int", (int.from_bytes(digest[:16]) & _UUID_CLEAR) | _UUID_V5)
+    _UUID_SET(out, "is_safe", _SAFE_UNKNOWN)
+    return out
 
 
 def is_lm_span(attributes: Mapping[str, Any]) -> bool:
     """True when a span with these attributes is an LM call, i.e. also gets an ``lm_call``:
     OpenInference kind ``LLM``, or any GenAI request / response model or usage attribute."""
-    return attributes.get("openinference.span.kind") == "LLM" or any(k in attributes for k in _GENAI_LM_KEYS)
+    return attributes.get("openinference.span.kind") == "LLM" or any(map(attributes.__contains__, _GENAI_LM_KEYS))
 
 
 def map_spans(spans: Iterable[Mapping[str, Any]], *, capture_content: bool = False,
@@ -172,24 +191,33 @@ def map_spans(spans: Iterable[Mapping[str, Any]], *, capture_content: bool = Fal
     ``tenant`` is mixed into every id (see ``execution_id``); None keeps the ids of the
     trace and span alone (the SDK's bridge, which does not know its tenant).
 
-    Equal content strings within the call are featurized once (nested spans of one
-    trace often repeat their parent's input).
+    The content texts of all spans are featurized at the end, in one batch
+    (``features_many``), equal texts once (nested spans of one trace often repeat their
+    parent's input).
 
     Returns:
         The events and the rejected spans with their reasons; empty for no spans.
     """
     out = Mapped()
-    cache: dict[str, dict[str, Any]] = {}
+    # (content dict, text): features filled in below, all texts of the call in one batch.
+    pending: list[tuple[dict[str, Any], str]] = []
     resources: dict[int, tuple[Mapping[str, Any], list[tuple[str, Any]], str | None]] = {}
+    # trace_id + span_id -> execution id (one tenant per call): a parent's id is computed once.
+    ids: dict[str, uuid.UUID] = {}
     for i, span in enumerate(spans):
         try:
-            events = map_span(span, capture_content=capture_content, tenant=tenant, _cache=cache,
-                              _resources=resources)
+            events = map_span(span, capture_content=capture_content, tenant=tenant, _pending=pending,
+                              _resources=resources, _ids=ids)
         except SpanError as exc:
             out.rejected[i] = str(exc)
             continue
         out.events.extend(events)
         out.span_index.extend([i] * len(events))
+    if pending:
+        unique = list(dict.fromkeys(text for _, text in pending))
+        feats = dict(zip(unique, features_many(unique)))
+        for content, text in pending:
+            content["value"] = feats[text]
     return out
 
 
@@ -198,8 +226,9 @@ def map_span(
     *,
     capture_content: bool = False,
     tenant: str | None = None,
-    _cache: dict[str, dict[str, Any]] | None = None,
+    _pending: list[tuple[dict[str, Any], str]] | None = None,
     _resources: dict[int, Any] | None = None,
+    _ids: dict[str, uuid.UUID] | None = None,
 ) -> list[dict[str, Any]]:
     """The events of one span: ``[execution]`` or ``[execution, lm_call]``.
 
@@ -219,8 +248,17 @@ def map_span(
     if not isinstance(start, int) or isinstance(start, bool) or start <= 0:
         raise SpanError(f"span {span_id}: start_ns must be positive unix nanoseconds, got {start!r}")
     end = span.get("end_ns")
-    name = _name(span.get("name")) or "span"
-    eid = execution_id(trace_id, span_id, tenant)
+    name = span.get("name")
+    if type(name) is str and name:
+        name = name[:MAX_NAME_LEN]
+    else:
+        name = _name(name) or "span"
+    if _ids is None:
+        eid = execution_id(trace_id, span_id, tenant)
+    else:
+        eid = _ids.get(trace_id + span_id)
+        if eid is None:
+            eid = _ids[trace_id + span_id] = execution_id(trace_id, span_id, tenant)
 
     # One pass over the attributes: fields, content, the rest (bounded) into attrs.
     known: dict[str, Any] = {}
@@ -229,6 +267,7 @@ def map_span(
     attrs: dict[str, Any] = {}
     caps = _Caps()
     classes = _KEY_CLASS
+    count, budget = 0, MAX_ATTRS_CHARS  # caps' count and budget, in locals for the loop
     for key, value in (span.get("attributes") or {}).items():
         cls = classes.get(key)
         if cls is None:
@@ -242,18 +281,21 @@ def map_span(
             else:
                 size = len(key) + 8
                 small = (kind is int or kind is float or kind is bool) and size <= _SMALL
-            if small and caps.count < MAX_ATTRS and size <= caps.budget:
-                caps.count += 1
-                caps.budget -= size
+            if small and count < MAX_ATTRS and size <= budget:
+                count += 1
+                budget -= size
                 attrs[key] = value
             else:
+                caps.count, caps.budget = count, budget
                 caps.put(attrs, key, value)
+                count, budget = caps.count, caps.budget
         elif cls == _FIELD:
             known[key] = value
         elif cls == _INPUT:
             inputs.append((key, value))
         else:
             outputs.append((key, value))
+    caps.count, caps.budget = count, budget
 
     # Status and error, from the status and the `exception` event (OTel's convention).
     code = span.get("status_code")
@@ -281,8 +323,8 @@ def map_span(
     resource = span.get("resource") or {}
     res_attrs, res_size, service = _resource(resource, _resources)
 
-    used: set[str] = set()
-    program = _pick_name(known, _PROGRAM, used) or service or name
+    picked = _pick_fields(known) if known else _NOTHING
+    program = picked.get(_PROGRAM_F) or service or name
     event: dict[str, Any] = {
         "kind": "execution",
         "id": eid,
@@ -297,7 +339,13 @@ def map_span(
     if isinstance(end, int) and end >= start:
         event["duration_ms"] = (end - start) / 1e6
     if parent is not None:
-        event["parent_id"] = execution_id(trace_id, parent, tenant)
+        if _ids is None:
+            event["parent_id"] = execution_id(trace_id, parent, tenant)
+        else:
+            pid = _ids.get(trace_id + parent)
+            if pid is None:
+                pid = _ids[trace_id + parent] = execution_id(trace_id, parent, tenant)
+            event["parent_id"] = pid
     else:
         event["root_id"] = eid  # a root span is its own root; children do not know theirs
     if failed:
@@ -305,31 +353,34 @@ def map_span(
             event["error_type"] = error_type
         if error_message is not None:
             event["error_message"] = error_message
-    module_type = _pick_name(known, _MODULE_TYPE, used)
-    route = _pick_name(known, _ROUTE, used)
-    version = _pick_name(known, _PROGRAM_VERSION, used)
-    for key, value in (("module_type", module_type), ("route", route), ("program_version", version)):
-        if value is not None:
-            event[key] = value
+    route = None
+    if known:
+        module_type = picked.get(_MODULE_TYPE_F)
+        route = picked.get(_ROUTE_F)
+        version = picked.get(_VERSION_F)
+        for key, value in (("module_type", module_type), ("route", route), ("program_version", version)):
+            if value is not None:
+                event[key] = value
     if inputs:
-        event["inputs"] = _content(inputs, "input.value", capture_content, _cache)
+        event["inputs"] = _content(inputs, "input.value", capture_content, _pending)
     if outputs:
-        event["outputs"] = _content(outputs, "output.value", capture_content, _cache)
+        event["outputs"] = _content(outputs, "output.value", capture_content, _pending)
 
-    is_lm = is_lm_span(known)  # every key it reads is a field key, so `known` holds it
     lm: dict[str, Any] | None = None
-    if known or is_lm:
-        model = _pick_name(known, _MODEL, used)
-        provider = _pick_name(known, _PROVIDER, used)
-        tokens_in = _pick(known, _TOKENS_IN, used, _count)
-        tokens_out = _pick(known, _TOKENS_OUT, used, _count)
-        cost = _pick(known, _COST, used, _amount)
+    if known:  # (an LM span has a field key)
+        is_lm = is_lm_span(known)  # every key it reads is a field key, so `known` holds it
+        used = picked["used"]
+        model = picked.get(_MODEL_F)
+        provider = picked.get(_PROVIDER_F)
+        tokens_in = picked.get(_TOKENS_IN_F)
+        tokens_out = picked.get(_TOKENS_OUT_F)
+        cost = picked.get(_COST_F)
         if cost is None:
             parts = [_amount(attrs[k]) for k in _COST_PARTS if k in attrs]
             if parts and None not in parts:
                 cost = sum(parts)
-        usage = {"model": model, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": cost}
-        for key, value in usage.items():
+        for key, value in (("model", model), ("tokens_in", tokens_in), ("tokens_out", tokens_out),
+                           ("cost_usd", cost)):
             if value is not None:
                 event[key] = value
         if is_lm:
@@ -341,9 +392,10 @@ def map_span(
                                ("error_type", event.get("error_type"))):
                 if value is not None:
                     lm[key] = value
-        for key, value in known.items():  # read but not used for a field: keep it
-            if key not in used:
-                caps.put(attrs, key, value)
+        if len(used) < len(known):
+            for key, value in known.items():  # read but not used for a field: keep it
+                if key not in used:
+                    caps.put(attrs, key, value)
     # Last: the span's own attributes matter more.  All at once when they are small.
     if res_size is not None and caps.count + len(res_attrs) <= MAX_ATTRS and res_size <= caps.budget:
         attrs.update(res_attrs)
@@ -377,6 +429,9 @@ def _classify(key: str) -> int:
 
 
 def _hex_id(value: Any, digits: int, what: str) -> str:
+    # Fast path: lower-case hex of the right length (what every decoded OTLP span has).
+    if type(value) is str and len(value) == digits and _HEX_MATCH(value) and value != _ZEROS[digits]:
+        return value
     if isinstance(value, (bytes, bytearray)):
         value = value.hex()
     if not isinstance(value, str) or len(value) != digits:
@@ -395,19 +450,29 @@ def _name(value: Any) -> str | None:
     return (value if isinstance(value, str) else str(value))[:MAX_NAME_LEN]
 
 
-def _pick(known: dict[str, Any], keys: tuple[str, ...], used: set[str], convert: Any) -> Any:
-    """The converted value of the first of ``keys`` present and convertible, marked used."""
-    for key in keys:
-        if key in known:
-            value = convert(known[key])
-            if value is not None:
-                used.add(key)
-                return value
-    return None
+def _pick_fields(known: dict[str, Any]) -> dict[Any, Any]:
+    """The value of each field whose keys are in ``known``, and under ``"used"`` the keys used.
 
-
-def _pick_name(known: dict[str, Any], keys: tuple[str, ...], used: set[str]) -> str | None:
-    return _pick(known, keys, used, _name) if known else None
+    A field's value is that of its first key (in ``_FIELDS`` order) present whose value
+    converts (``_name``, ``_count``, ``_amount``) to something other than None; the other
+    keys of the field are not used (they stay in ``attrs``).  One pass over ``known``.
+    """
+    if len(known) == 1:  # the common case (a span kind alone): no ranking
+        for key, value in known.items():
+            converted = _FIELD_OF[key][2](value)
+            return _NOTHING if converted is None else {_FIELD_OF[key][0]: converted, "used": {key}}
+    best: dict[str, tuple[int, Any, str]] = {}
+    for key, value in known.items():
+        fname, rank, convert = _FIELD_OF[key]
+        held = best.get(fname)
+        if held is not None and held[0] < rank:
+            continue
+        converted = convert(value)
+        if converted is not None:
+            best[fname] = (rank, converted, key)
+    out: dict[Any, Any] = {fname: held[1] for fname, held in best.items()}
+    out["used"] = {held[2] for held in best.values()}
+    return out
 
 
 def _count(value: Any) -> int | None:
@@ -435,11 +500,13 @@ def _amount(value: Any) -> float | None:
 
 
 def _content(parts: list[tuple[str, Any]], main: str, capture: bool,
-             cache: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+             pending: list[tuple[dict[str, Any], str]] | None) -> dict[str, Any]:
     """``{"value": features(text)}`` (+ ``"content"`` when captured) of one side's content.
 
     The text is the ``main`` attribute (``input.value`` / ``output.value``) when present,
-    else the content attributes' string values joined by newlines, in span order.
+    else the content attributes' string values joined by newlines, in span order.  With
+    ``pending`` (``map_spans``), a string's features are left to the caller: ``"value"``
+    is None and ``(the dict, text)`` is appended to ``pending``.
     """
     text: Any = None
     for key, value in parts:
@@ -451,13 +518,12 @@ def _content(parts: list[tuple[str, Any]], main: str, capture: bool,
             text = parts[0][1]
         else:
             text = "\n".join(v if isinstance(v, str) else str(v) for _, v in parts)
-    if isinstance(text, str) and cache is not None:
-        feats = cache.get(text)
-        if feats is None:
-            feats = cache[text] = features(text)
+    out: dict[str, Any]
+    if pending is not None and isinstance(text, str):
+        out = {"value": None}
+        pending.append((out, text))
     else:
-        feats = features(text)
-    out: dict[str, Any] = {"value": feats}
+        out = {"value": features(text)}
     if capture:
         raw = text if isinstance(text, str) else str(text)
         out["content"] = raw[:MAX_CONTENT_CHARS]
@@ -508,7 +574,7 @@ class _Caps:
 
     def put(self, attrs: dict[str, Any], key: str, value: Any) -> None:
         """Add ``key`` (a dict value is flattened into ``key.sub`` keys) unless over a cap."""
-        if isinstance(value, Mapping):
+        if type(value) is not str and isinstance(value, Mapping):
             for sub, item in value.items():
                 self.put(attrs, f"{key}.{sub}", item)
             return
@@ -564,3 +630,18 @@ class _Caps:
             attrs["otel.dropped_attributes"] = self.dropped
         if self.truncated:
             attrs["otel.truncated_attributes"] = self.truncated
+
+
+# Field name -> its keys in order and how a value converts; ``_FIELD_OF`` inverts it.
+_PROGRAM_F, _ROUTE_F, _VERSION_F, _MODULE_TYPE_F = "program", "route", "program_version", "module_type"
+_MODEL_F, _PROVIDER_F, _TOKENS_IN_F, _TOKENS_OUT_F, _COST_F = "model", "provider", "tokens_in", "tokens_out", "cost"
+_FIELDS: tuple[tuple[str, tuple[str, ...], Any], ...] = (
+    (_PROGRAM_F, _PROGRAM, _name), (_ROUTE_F, _ROUTE, _name), (_VERSION_F, _PROGRAM_VERSION, _name),
+    (_MODULE_TYPE_F, _MODULE_TYPE, _name), (_MODEL_F, _MODEL, _name), (_PROVIDER_F, _PROVIDER, _name),
+    (_TOKENS_IN_F, _TOKENS_IN, _count), (_TOKENS_OUT_F, _TOKENS_OUT, _count), (_COST_F, _COST, _amount),
+)
+_FIELD_OF: dict[str, tuple[str, int, Any]] = {
+    key: (fname, rank, convert) for fname, keys, convert in _FIELDS for rank, key in enumerate(keys)
+}
+assert _FIELD_OF.keys() == _FIELD_KEYS  # every field key belongs to exactly one field
+_NOTHING: dict[Any, Any] = {"used": frozenset()}

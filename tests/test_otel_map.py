@@ -297,3 +297,73 @@ def test_is_lm_span_says_which_spans_also_give_an_lm_call(attributes: dict, expe
     assert is_lm_span(attributes) is expected
     kinds = [e["kind"] for e in map_span(span(attributes=attributes))]
     assert kinds == (["execution", "lm_call"] if expected else ["execution"])
+
+
+def test_execution_ids_are_ordinary_version_5_uuids() -> None:
+    import pickle
+    import uuid
+
+    eid = execution_id(TRACE, CHILD, "acme")
+    plain = uuid.UUID(bytes=eid.bytes)  # the same 128 bits through UUID's own constructor
+    assert eid == plain and hash(eid) == hash(plain) and str(eid) == str(plain)
+    assert eid.version == 5 and eid.is_safe is uuid.SafeUUID.unknown
+    assert pickle.loads(pickle.dumps(eid)) == eid
+
+
+def _varied_spans() -> list[dict[str, Any]]:
+    """Spans exercising every branch: children before parents, repeats, LM / GenAI / chain,
+    fields whose first key does not convert, errors, content of every shape, bad spans."""
+    resource = {"service.name": "qa", "host.name": "h1"}
+    other_resource = {"service.name": "unknown_service:python", "deployment": {"env": "prod"}}
+    return [
+        span(span_id="2" * 16, parent_span_id=ROOT, resource=resource,
+             attributes={"openinference.span.kind": "CHAIN", "input.value": QUESTION, "output.value": "Paris"}),
+        span(span_id=ROOT, parent_span_id=None, resource=resource,
+             attributes={"openinference.span.kind": "CHAIN", "input.value": QUESTION, "output.value": "Paris"}),
+        span(span_id=CHILD, resource=resource, attributes={
+            "openinference.span.kind": "LLM", "llm.model_name": "", "gen_ai.request.model": "gpt-x",
+            "llm.provider": "openai", "llm.system": "openai", "llm.token_count.prompt": "12",
+            "llm.token_count.completion": -3, "gen_ai.usage.output_tokens": 7.0, "llm.cost.prompt": 0.5,
+            "llm.cost.completion": "0.25", "llm.input_messages.0.message.content": QUESTION,
+            "llm.input_messages.0.message.role": "user", "llm.output_messages.0.message.content": 42,
+            "adaptd.route": "fast", "adaptd.program": "qa-prog", "adaptd.program_version": 3}),
+        span(span_id="3" * 16, status_code=2, status_message="boom", resource=other_resource,
+             events=[{"name": "exception", "attributes": {"exception.type": "ValueError",
+                                                          "exception.message": "bad"}},
+                     {"name": "retry", "attributes": {}}],
+             attributes={"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5,
+                         "gen_ai.prompt": ["a", "b"], "gen_ai.completion": {"text": "c"},
+                         "big": "x" * 5000, "nested": {"a": {"b": 1}}, "blob": b"\x00\x01"}),
+        span(span_id="4" * 16, trace_id=TRACE.upper(), name="", attributes={"input.value": "é ünïcode text"}),
+        span(span_id="5" * 16, trace_id=bytes.fromhex(TRACE), parent_span_id=bytes.fromhex(ROOT)),
+        span(span_id=CHILD, resource=resource, attributes={"openinference.span.kind": "LLM"}),  # re-sent
+        span(span_id="0" * 16),  # rejected: all zeros
+        span(span_id="6" * 16, start_ns=0),  # rejected: no start
+        span(span_id="7" * 16, parent_span_id="xyz"),  # rejected: malformed parent
+        span(span_id="8" * 16, attributes={f"k{i}": i for i in range(MAX_ATTRS + 5)}),
+    ]
+
+
+@pytest.mark.parametrize("capture", [False, True])
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_map_spans_in_one_batch_equals_mapping_each_span_alone(capture: bool, tenant: str | None) -> None:
+    # map_spans shares ids, resources and featurizes every text in one batch; map_span
+    # alone does none of that: the events must be the same.
+    spans = _varied_spans()
+    mapped = map_spans(spans, capture_content=capture, tenant=tenant)
+    alone: list[dict[str, Any]] = []
+    rejected: dict[int, str] = {}
+    for i, s in enumerate(spans):
+        try:
+            alone.extend(map_span(s, capture_content=capture, tenant=tenant))
+        except ValueError as exc:
+            rejected[i] = str(exc)
+    assert mapped.events == alone
+    assert mapped.rejected == rejected and sorted(rejected) == [7, 8, 9]
+    for event in mapped.events:
+        parse_event({**event, "tenant": tenant or "default"})
+    llm = mapped.events[mapped.span_index.index(2)]
+    assert llm["model"] == "gpt-x" and llm["attrs"]["llm.model_name"] == ""  # first convertible key wins
+    assert llm["tokens_in"] == 12 and llm["tokens_out"] == 7 and llm["cost_usd"] == 0.75
+    assert llm["program"] == "qa-prog" and llm["route"] == "fast" and llm["program_version"] == "3"
+    assert llm["inputs"]["value"] == features(f"{QUESTION}\nuser")  # the messages' attributes, joined
