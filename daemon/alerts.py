@@ -49,9 +49,9 @@ class WebhookSink(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str
-    timeout_s: float = Field(5.0, gt=0, le=300)
-    retries: int = Field(3, ge=0, le=20, description="attempts after the first")
-    backoff_s: float = Field(0.5, ge=0, le=60, description="first pause; doubles per retry")
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    retries: int = Field(default=3, ge=0, le=20, description="attempts after the first")
+    backoff_s: float = Field(default=0.5, ge=0, le=60, description="first pause; doubles per retry")
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("url")
@@ -68,7 +68,7 @@ class CommandSink(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     argv: list[str] = Field(min_length=1)
-    timeout_s: float = Field(10.0, gt=0, le=600)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
 
 
 class FileSink(BaseModel):
@@ -84,18 +84,18 @@ class AlertSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="run the dispatcher when at least one sink is configured")
+    enabled: bool = Field(default=True, description="run the dispatcher when at least one sink is configured")
     webhooks: list[WebhookSink] = Field(default_factory=list)
     commands: list[CommandSink] = Field(default_factory=list)
     files: list[FileSink] = Field(default_factory=list)
-    states: list[Literal["open", "update", "resolved"]] = Field(["open", "resolved"], min_length=1)
+    states: list[Literal["open", "update", "resolved"]] = Field(default=["open", "resolved"], min_length=1)
     min_severity: Literal["info", "warning", "critical"] = Field(
-        "info", description="open / update signals below it are not sent (resolved always are)")
-    max_age_s: float | None = Field(3600.0, gt=0, description="skip signals older than this (event time vs now)")
-    from_beginning: bool = Field(False, description="first start: read the whole log (default: only new signals)")
-    queue_size: int = Field(1000, ge=1, description="signals waiting per sink; beyond, the oldest is dropped")
-    batch: int = Field(1000, ge=1)
-    poll_s: float = Field(0.5, gt=0, le=60)
+        default="info", description="open / update signals below it are not sent (resolved always are)")
+    max_age_s: float | None = Field(default=3600.0, gt=0, description="skip signals older than this (event time vs now)")
+    from_beginning: bool = Field(default=False, description="first start: read the whole log (default: only new signals)")
+    queue_size: int = Field(default=1000, ge=1, description="signals waiting per sink; beyond, the oldest is dropped")
+    batch: int = Field(default=1000, ge=1)
+    poll_s: float = Field(default=0.5, gt=0, le=60)
 
     @property
     def has_sinks(self) -> bool:
@@ -388,7 +388,7 @@ class AlertDispatcher:
         state = event.get("state", "open")
         if state not in s.states:
             return False
-        if state != "resolved" and _SEVERITY.get(event.get("severity"), 1) < _SEVERITY[s.min_severity]:
+        if state != "resolved" and _SEVERITY.get(event.get("severity", ""), 1) < _SEVERITY[s.min_severity]:
             return False
         if s.max_age_s is not None:
             try:

@@ -30,39 +30,39 @@ class ConfigError(Exception):
 class LogSettings(BaseModel):
     """The stream log."""
 
-    url: str = Field("file", description="'file' (embedded, under data_dir/log) or kafka://HOST:PORT")
+    url: str = Field(default="file", description="'file' (embedded, under data_dir/log) or kafka://HOST:PORT")
     fsync: Literal["batch", "interval"] = Field(
-        "batch", description="fsync after every group of batches, or at most every interval_ms"
+        default="batch", description="fsync after every group of batches, or at most every interval_ms"
     )
-    fsync_interval_ms: int = Field(5, ge=0, le=10_000)
-    segment_bytes: int = Field(64 * 1024 * 1024, ge=4096)
-    retention_bytes: int | None = Field(None, ge=0, description="None keeps everything")
-    retention_hours: float | None = Field(None, ge=0, description="None keeps everything")
-    max_pending_batches: int = Field(1024, ge=1)
+    fsync_interval_ms: int = Field(default=5, ge=0, le=10_000)
+    segment_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    retention_bytes: int | None = Field(default=None, ge=0, description="None keeps everything")
+    retention_hours: float | None = Field(default=None, ge=0, description="None keeps everything")
+    max_pending_batches: int = Field(default=1024, ge=1)
     fault_retry_ms: int = Field(
-        500, ge=0, le=60_000,
+        default=500, ge=0, le=60_000,
         description="after a disk fault (ENOSPC, EIO) appends fail at once (503) for this long, then are retried")
 
 
 class LimitSettings(BaseModel):
     """Ingest limits (answers 413 or 422 past them)."""
 
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_batch_events: int = Field(10_000, ge=1)
-    max_event_bytes: int = Field(256 * 1024, ge=256)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=10_000, ge=1)
+    max_event_bytes: int = Field(default=256 * 1024, ge=256)
     max_depth: int = Field(
-        64, ge=2, le=200, description="deepest nesting of an event (the event is level 1); deeper: dead letter")
+        default=64, ge=2, le=200, description="deepest nesting of an event (the event is level 1); deeper: dead letter")
     max_future_s: float | None = Field(
-        300.0, ge=0, description="an event time further ahead of the receive time is dead-lettered (None: no bound)")
+        default=300.0, ge=0, description="an event time further ahead of the receive time is dead-lettered (None: no bound)")
     dead_letters_per_s: float = Field(
-        100.0, ge=0, description="dead letters written in full per tenant per second; beyond, answered and counted only")
+        default=100.0, ge=0, description="dead letters written in full per tenant per second; beyond, answered and counted only")
 
 
 class OtlpSettings(BaseModel):
     """OTLP/HTTP trace ingestion (``POST /v1/traces``)."""
 
     capture_content: bool = Field(
-        False,
+        default=False,
         description="keep the raw input/output text of spans (input.value, output.value, messages...)"
         " besides their features; off: features only (sizes, hashes, text sketch)",
     )
@@ -71,31 +71,31 @@ class OtlpSettings(BaseModel):
 class ProcessorSettings(BaseModel):
     """The embedded processors (performance history; anomaly and drift build on it)."""
 
-    enabled: bool = Field(True, description="run the processors in the daemon")
-    lateness_s: float = Field(5.0, ge=0, le=86_400, description="how far the watermark trails event time")
+    enabled: bool = Field(default=True, description="run the processors in the daemon")
+    lateness_s: float = Field(default=5.0, ge=0, le=86_400, description="how far the watermark trails event time")
     max_future_s: float | None = Field(
-        0.0, ge=0, description="event times further ahead of the log's append time move the watermark only up to"
+        default=0.0, ge=0, description="event times further ahead of the log's append time move the watermark only up to"
         " append time + this; keep it below lateness_s, or one client's clock makes every tenant's events late"
     )
-    batch: int = Field(20_000, ge=1, description="most log records per processing step")
-    snapshot_every_records: int = Field(100_000, ge=1)
-    snapshot_every_s: float = Field(10.0, ge=0)
-    history_windows: list[str] = Field(["10s", "1m", "1h"], min_length=1,
+    batch: int = Field(default=20_000, ge=1, description="most log records per processing step")
+    snapshot_every_records: int = Field(default=100_000, ge=1)
+    snapshot_every_s: float = Field(default=10.0, ge=0)
+    history_windows: list[str] = Field(default=["10s", "1m", "1h"], min_length=1,
                                        description="ascending window sizes, each dividing the next")
-    dedupe_events: int = Field(100_000, ge=1, description="re-sent ids are recognised within this many events")
-    join_events: int = Field(500_000, ge=1, description="feedback joins executions within this many events")
+    dedupe_events: int = Field(default=100_000, ge=1, description="re-sent ids are recognised within this many events")
+    join_events: int = Field(default=500_000, ge=1, description="feedback joins executions within this many events")
     max_keys_per_tenant: int = Field(
-        10_000, ge=1, description="history and error-burst keys (program, module, route, model) a tenant holds;"
+        default=10_000, ge=1, description="history and error-burst keys (program, module, route, model) a tenant holds;"
         " a new key beyond it evicts the tenant's longest-idle key or is refused (counted)")
     max_detector_keys_per_tenant: int = Field(
-        1_000, ge=1, description="anomaly keys and drift programs a tenant holds (each keeps detectors)")
-    drift_enabled: bool = Field(True, description="run the drift processor")
-    drift_window: str = Field("5m", description="drift windows per program, in event time")
-    drift_min_executions: int = Field(500, ge=1, description="a drift window extends until it holds this many")
-    drift_resolve_windows: int = Field(3, ge=1, description="clean windows before a drift incident resolves")
-    drift_reference_windows: int = Field(5, ge=1, description="first windows per program that form the reference")
+        default=1_000, ge=1, description="anomaly keys and drift programs a tenant holds (each keeps detectors)")
+    drift_enabled: bool = Field(default=True, description="run the drift processor")
+    drift_window: str = Field(default="5m", description="drift windows per program, in event time")
+    drift_min_executions: int = Field(default=500, ge=1, description="a drift window extends until it holds this many")
+    drift_resolve_windows: int = Field(default=3, ge=1, description="clean windows before a drift incident resolves")
+    drift_reference_windows: int = Field(default=5, ge=1, description="first windows per program that form the reference")
     drift_golden_quality: dict[str, list[float]] = Field(
-        {}, description="program -> golden-set scores: quality drift is tested against their mean")
+        default={}, description="program -> golden-set scores: quality drift is tested against their mean")
 
     @field_validator("drift_golden_quality")
     @classmethod
@@ -143,7 +143,7 @@ class Tenant(BaseModel):
         default_factory=list, validate_default=True,
         description="bearer tokens that act for the tenant: at least one, none empty",
     )
-    admin: bool = Field(False, description="may use the admin (write) endpoints")
+    admin: bool = Field(default=False, description="may use the admin (write) endpoints")
 
     @field_validator("tokens")
     @classmethod
@@ -164,16 +164,16 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".adaptd")
     host: str = "127.0.0.1"
-    port: int = Field(7710, ge=0, le=65535)
+    port: int = Field(default=7710, ge=0, le=65535)
     log: LogSettings = Field(default_factory=LogSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     otlp: OtlpSettings = Field(default_factory=OtlpSettings)
     tenants: list[Tenant] = Field(default_factory=list)
-    projector_batch: int = Field(50_000, ge=1)
+    projector_batch: int = Field(default=50_000, ge=1)
     max_streams_per_tenant: int = Field(
-        16, ge=1, description="open live tails (GET /v1/stream) per tenant; one more is answered 429")
+        default=16, ge=1, description="open live tails (GET /v1/stream) per tenant; one more is answered 429")
     dead_letter_max_age_days: float = Field(
-        7.0, ge=0, description="dead letters older than this are deleted from the read model (by their time,"
+        default=7.0, ge=0, description="dead letters older than this are deleted from the read model (by their time,"
         " against the log's clock); 0 keeps them all. adaptd replay must use the same value"
     )
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
@@ -184,7 +184,7 @@ class Settings(BaseSettings):
     routing_policy: PolicyConfig = Field(default_factory=PolicyConfig)
     #: Programs adaptd re-optimizes (``[[optimize]]``; see ``adaptd.daemon.optimize.settings``).
     optimize: list[OptimizeProgram] = Field(default_factory=list)
-    shutdown_timeout_s: float = Field(10.0, ge=0)
+    shutdown_timeout_s: float = Field(default=10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("host")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from adaptd.daemon.adaptation.config import ProgramRouting
 from adaptd.daemon.adaptation.policy import RoutingPolicy
 from adaptd.daemon.adaptation.policy_state import PolicyConfig
 from adaptd.daemon.alerts import AlertDispatcher, redacted_stats
 from adaptd.daemon.config import ConfigError, ProcessorSettings, Settings
-from adaptd.daemon.optimize.service import start_optimize
+from adaptd.daemon.optimize.service import OptimizeService, start_optimize
 from adaptd.daemon.readmodel.projector import Projector
 from adaptd.daemon.readmodel.store import Store
 from adaptd.streams.log import LogError, StreamLog, open_log
@@ -114,7 +115,14 @@ def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouti
     return processors
 
 
-def runtime_options(settings: ProcessorSettings) -> dict[str, object]:
+class RuntimeOptions(TypedDict):
+    """The event-time keyword arguments of ``ProcessorRuntime`` / ``rerun``."""
+
+    lateness_s: float
+    max_future_s: float | None
+
+
+def runtime_options(settings: ProcessorSettings) -> RuntimeOptions:
     """The event-time options of ``ProcessorRuntime`` / ``rerun`` from the settings."""
     return {"lateness_s": settings.lateness_s, "max_future_s": settings.max_future_s}
 
@@ -206,7 +214,7 @@ class Runtime:
             self.alerts.start()
         self._closed = False
         # Optimization jobs, the quality-drift trigger and rollouts ([[optimize]]).
-        self.optimize = None
+        self.optimize: OptimizeService | None = None
         try:
             self.optimize = start_optimize(self)
         except BaseException:
@@ -222,8 +230,9 @@ class Runtime:
             return
         self._closed = True
         budget = self.settings.shutdown_timeout_s if timeout is None else timeout
-        if getattr(self, "optimize", None) is not None:  # a job cut short is resumed at the next start
-            self.optimize.stop(timeout=min(budget, 5.0))
+        optimize = getattr(self, "optimize", None)
+        if optimize is not None:  # a job cut short is resumed at the next start
+            optimize.stop(timeout=min(budget, 5.0))
         if self.alerts is not None:
             self.alerts.stop(timeout=min(budget, 5.0))
         if self.processors is not None:  # drain first: its last outputs still get projected
@@ -247,7 +256,8 @@ class Runtime:
         if fault is not None:
             reasons.append(f"log: appends fail: {fault}")
         now = time.monotonic()
-        parts = [("projector", self.projector, lambda: self.projector.lag(), self.projector.is_alive())]
+        parts: list[tuple[str, Projector | ProcessorRuntime, Callable[[], int], bool]] = [
+            ("projector", self.projector, lambda: self.projector.lag(), self.projector.is_alive())]
         if self.processors is not None:  # its loop outlives every error: only failing, never dead
             parts.append(("processors", self.processors, self.processors.lag, True))
         with self._errors_lock:

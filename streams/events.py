@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal, NotRequired, Required, Union
+from typing import Annotated, Any, Literal, NotRequired, Required, Union, get_args
 
 import uuid_utils
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -223,18 +223,12 @@ class PerfWindow(EventBase):
     sketch: dict[str, Any] = Field(default_factory=dict)
 
 
-EVENT_TYPES: tuple[type[EventBase], ...] = (
-    Execution,
-    LMCall,
-    Feedback,
-    RouteDecision,
-    Signal,
-    Adaptation,
-    OptimizerRun,
-    PerfWindow,
-)
+#: Any event model (one per kind).
+AnyEvent = Execution | LMCall | Feedback | RouteDecision | Signal | Adaptation | OptimizerRun | PerfWindow
 
-Event = Annotated[Union[tuple(EVENT_TYPES)], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007
+EVENT_TYPES: tuple[type[EventBase], ...] = get_args(AnyEvent)
+
+Event = Annotated[AnyEvent, Field(discriminator="kind")]
 
 KINDS: dict[str, type[EventBase]] = {t.model_fields["kind"].default: t for t in EVENT_TYPES}
 
@@ -256,9 +250,13 @@ def _wire_type(model: type[EventBase]) -> type:
     return TypedDict(f"{model.__name__}Wire", fields, total=False)  # type: ignore[operator]
 
 
+#: The union of every kind's wire TypedDict.  Built at import from the models, so it has
+#: no static spelling: ``Any`` to type checkers.
+_WIRE_EVENT: Any = Union[tuple(_wire_type(t) for t in EVENT_TYPES)]  # noqa: UP007
+
 #: Validates a list of event dicts into canonical dicts (see ``_wire_type``).
 wire_list_adapter: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(
-    list[Annotated[Union[tuple(_wire_type(t) for t in EVENT_TYPES)], Field(discriminator="kind")]]  # type: ignore[misc]  # noqa: UP007
+    list[Annotated[_WIRE_EVENT, Field(discriminator="kind")]]
 )
 
 #: Per kind, the defaults that are not None, for filling in what a wire dict left out.

@@ -26,7 +26,7 @@ import math
 import string
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -141,7 +141,7 @@ def _codes(text: str, dim: int) -> list[int]:
     if codes is None:
         codes = _token_codes[dim] = {}
     # Words repeat across texts: each is hashed once, then looked up in C (map).
-    out = list(map(codes.get, tokens))
+    out: list[int | None] = list(map(codes.get, tokens))
     if None in out:
         if len(codes) + len(tokens) > _MAX_TOKEN_CODES:
             codes.clear()
@@ -152,7 +152,7 @@ def _codes(text: str, dim: int) -> list[int]:
                 if code is None:
                     code = codes[token] = _token_code(token, dim)
                 out[i] = code
-    return out
+    return cast("list[int]", out)  # every None was replaced by its code above
 
 
 def _token_code(token: str | bytes, dim: int) -> int:
@@ -231,8 +231,9 @@ def features_many(values: list[Any]) -> list[dict[str, Any]]:
         else:
             out.append(features(value))
     if texts:
+        sketches: list[list[int] | None]
         try:
-            sketches = text_sketches(texts)
+            sketches = list(text_sketches(texts))
         except Exception:  # as in ``features``: never raise (a text's sketch alone fails)
             sketches = [None] * len(texts)
         for i, hv, text in zip(where, sketches, texts):

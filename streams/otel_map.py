@@ -256,9 +256,10 @@ def map_span(
     if _ids is None:
         eid = execution_id(trace_id, span_id, tenant)
     else:
-        eid = _ids.get(trace_id + span_id)
-        if eid is None:
-            eid = _ids[trace_id + span_id] = execution_id(trace_id, span_id, tenant)
+        cached = _ids.get(trace_id + span_id)
+        if cached is None:
+            cached = _ids[trace_id + span_id] = execution_id(trace_id, span_id, tenant)
+        eid = cached
 
     # One pass over the attributes: fields, content, the rest (bounded) into attrs.
     known: dict[str, Any] = {}
@@ -376,8 +377,9 @@ def map_span(
         tokens_out = picked.get(_TOKENS_OUT_F)
         cost = picked.get(_COST_F)
         if cost is None:
-            parts = [_amount(attrs[k]) for k in _COST_PARTS if k in attrs]
-            if parts and None not in parts:
+            amounts = [_amount(attrs[k]) for k in _COST_PARTS if k in attrs]
+            parts = [a for a in amounts if a is not None]
+            if parts and len(parts) == len(amounts):
                 cost = sum(parts)
         for key, value in (("model", model), ("tokens_in", tokens_in), ("tokens_out", tokens_out),
                            ("cost_usd", cost)):

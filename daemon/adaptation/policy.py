@@ -181,8 +181,8 @@ class RoutingPolicy:
         if e.get("source") == self.source:
             return
         ts = e["ts"] if isinstance(e["ts"], int) else to_us(e["ts"])
-        tenant = e.get("tenant") or "default"
-        program, route = e.get("program"), e.get("route")
+        tenant: str = e.get("tenant") or "default"
+        route = e.get("route")
         if kind == "feedback":
             # joins are per tenant: a feedback can only score its own tenant's executions
             join = state.joins.get(tenant, {}).get(str(e.get("execution_id")))
@@ -191,32 +191,35 @@ class RoutingPolicy:
                 state.ignored += 1
                 return
             ps = self._program(state, join[0], join[1])
-            self._advance(ps, ts, out)
+            now = self._advance(ps, ts, out)
             stats = ps.stats[join[2]]
-            stats.decay_to(ps.clock_us, self.cfg.half_life_s)
+            stats.decay_to(now, self.cfg.half_life_s)
             stats.quality(score)
             state.feedback += 1
             return
-        configured = program in self.programs and (route is None or route in self.route_names[program])
-        if kind in ("execution", "lm_call", "route_decision") and configured and route is not None:
+        # the event's program if it is configured, else None; ``configured``: that program
+        # again if the event's route is one of its routes or absent, else None
+        program: str | None = e.get("program") if e.get("program") in self.programs else None
+        configured = program if program is not None and (route is None or route in self.route_names[program]) else None
+        if kind in ("execution", "lm_call", "route_decision") and configured is not None and route is not None:
             join_id = e.get("id") if kind == "execution" else e.get("execution_id")
             if join_id is not None:
-                self._join(state, tenant, str(join_id), (tenant, program, route))
-        if kind in self.cfg.outcome_kinds and configured and route is not None:
-            ps = self._program(state, tenant, program)
-            self._advance(ps, ts, out)
-            self._outcome(ps, route, e, out)
+                self._join(state, tenant, str(join_id), (tenant, configured, route))
+        if kind in self.cfg.outcome_kinds and configured is not None and route is not None:
+            ps = self._program(state, tenant, configured)
+            now = self._advance(ps, ts, out)
+            self._outcome(ps, now, route, e, out)
             state.outcomes += 1
-        elif kind == "signal" and program in self.programs and e.get("state") in ("open", "update", "resolved"):
+        elif kind == "signal" and program is not None and e.get("state") in ("open", "update", "resolved"):
             ps = self._program(state, tenant, program)
             self._advance(ps, ts, out)
             self._cause(ps, str(e["id"]))
             ps.urgent = True
-        elif kind == "adaptation" and e.get("action") in ADMIN_ACTIONS and configured:
-            ps = self._program(state, tenant, program)
-            self._advance(ps, ts, out)
-            self._admin(ps, e, out)
-        elif kind != "route_decision" or not configured:
+        elif kind == "adaptation" and e.get("action") in ADMIN_ACTIONS and configured is not None:
+            ps = self._program(state, tenant, configured)
+            now = self._advance(ps, ts, out)
+            self._admin(ps, now, e, out)
+        elif kind != "route_decision" or configured is None:
             state.ignored += 1
 
     def _join(self, state: PolicyState, tenant: str, execution_id: str, value: tuple[str, str, str]) -> None:
@@ -235,21 +238,26 @@ class RoutingPolicy:
 
     # ------------------------------------------------------------------ time
 
-    def _advance(self, ps: ProgramState, t_us: int, out: list[dict]) -> None:
+    def _advance(self, ps: ProgramState, t_us: int, out: list[dict]) -> int:
         """Move the program's clock to ``t_us`` (never back); the first time, publish the
-        initial table; on entering a new tick slot, evaluate at the slot's start."""
+        initial table; on entering a new tick slot, evaluate at the slot's start.
+
+        Returns:
+            The program's clock (``ps.clock_us``) afterwards.
+        """
         if ps.clock_us is None:
             ps.clock_us, ps.tick = t_us, t_us // self.tick_us
             self._publish(ps, t_us, "initial table", out, force=True)
-            return
+            return t_us
         if t_us <= ps.clock_us:
-            return
+            return ps.clock_us
         slot = t_us // self.tick_us
         if slot > ps.tick:
             ps.tick = slot
             ps.clock_us = max(ps.clock_us, slot * self.tick_us)
             self._evaluate(ps, ps.clock_us, out)
         ps.clock_us = t_us
+        return t_us
 
     def _evaluate(self, ps: ProgramState, t_us: int, out: list[dict]) -> None:
         routing = self.programs[ps.program]
@@ -269,9 +277,10 @@ class RoutingPolicy:
 
     # ------------------------------------------------------------------ inputs
 
-    def _outcome(self, ps: ProgramState, route: str, e: Mapping[str, Any], out: list[dict]) -> None:
+    def _outcome(self, ps: ProgramState, now: int, route: str, e: Mapping[str, Any], out: list[dict]) -> None:
+        """Record an outcome of ``route``; ``now`` is the program's clock (``_advance``)."""
         stats = ps.stats[route]
-        stats.decay_to(ps.clock_us, self.cfg.half_life_s)
+        stats.decay_to(now, self.cfg.half_life_s)
         ok = e.get("status") != "error"
         if stats.outcome(ok, _num(e.get("duration_ms")), _num(e.get("cost_usd")), _num(e.get("tokens_in")),
                          _num(e.get("tokens_out"))):
@@ -279,25 +288,26 @@ class RoutingPolicy:
             self._cause(ps, str(e["id"]))
             ps.urgent = True
         ps.since_eval += 1
-        for tr in brk.record(ps.breakers[route], self.cfg.breaker, ps.clock_us, ok):
+        for tr in brk.record(ps.breakers[route], self.cfg.breaker, now, ok):
             self._transition(ps, route, tr, out)
 
-    def _admin(self, ps: ProgramState, e: Mapping[str, Any], out: list[dict]) -> None:
+    def _admin(self, ps: ProgramState, now: int, e: Mapping[str, Any], out: list[dict]) -> None:
         """Apply an admin action.  Expected: ``program`` and (except ``unpin``) ``route``
         as top-level fields; ``canary`` takes ``details["share"]`` in (0, 0.5] (default
         0.05).  ``pin``: the route takes all traffic; ``unpin``: back to the policy;
         ``canary``: the route gets the fixed share (and is re-enabled); ``promote``: the
         canary competes normally; ``rollback``: the canary (or any route) gets no share
         until a later ``canary`` / ``promote``.  An action missing its route, or a bad
-        share, is ignored (the admin API validates before appending)."""
+        share, is ignored (the admin API validates before appending).  ``now`` is the
+        program's clock (``_advance``)."""
         action, route = e.get("action"), e.get("route")
         details = e.get("details") or {}
-        if action != "unpin" and route is None:
-            return
-        if action == "pin":
-            ps.pinned = route
-        elif action == "unpin":
+        if action == "unpin":
             ps.pinned = None
+        elif route is None:
+            return
+        elif action == "pin":
+            ps.pinned = route
         elif action == "canary":
             share = _num(details.get("share", 0.05))
             if share is None or not 0 < share <= 0.5:
@@ -315,7 +325,7 @@ class RoutingPolicy:
             ps.disabled[route] = None
         self._cause(ps, str(e["id"]))
         why = f"admin {action}" + (f" {route}" if route else "") + (f": {e['reason']}" if e.get("reason") else "")
-        self._publish(ps, ps.clock_us, why, out, force=True)
+        self._publish(ps, now, why, out, force=True)
 
     def _judge_canaries(self, ps: ProgramState, routing: ProgramRouting, t_us: int, out: list[dict]) -> None:
         """Roll back (by itself) each canary with ``min_samples`` outcomes of its own that

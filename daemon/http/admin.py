@@ -16,9 +16,9 @@ the log, so the effect survives restarts and a replay rebuilds it.
 # in the endpoint signatures as a real object, not as a string it cannot resolve.
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -65,7 +65,10 @@ def admin_router(settings: Settings, auth: Auth) -> APIRouter:
     programs: dict[str, ProgramRouting] = {p.program: p for p in settings.routing}
     limits = Limits(**settings.limits.model_dump())
     router = APIRouter()
-    Tenant, Admin = auth.Tenant, auth.Admin
+    # The same dependencies as ``auth.Tenant`` / ``auth.Admin``, spelled as local aliases so
+    # type checkers see the parameters as ``str`` (instance attributes are not types).
+    Tenant = Annotated[str, Depends(auth.tenant)]
+    Admin = Annotated[str, Depends(auth.admin)]
 
     def store_of(request: Request) -> Store:
         return request.app.state.runtime.store

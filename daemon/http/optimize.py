@@ -6,10 +6,10 @@ in the thread pool (DuckDB and the log block).
 
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -69,7 +69,10 @@ def optimization_router(auth: Auth) -> APIRouter:
     """The ``/v1/optimization`` endpoints; ``auth`` holds the app's bearer-token tenant
     (``auth.Tenant``) and admin (``auth.Admin``: creating a job) dependencies."""
     router = APIRouter()
-    Tenant, Admin = auth.Tenant, auth.Admin
+    # The same dependencies as ``auth.Tenant`` / ``auth.Admin``, spelled as local aliases so
+    # type checkers see the parameters as ``str`` (instance attributes are not types).
+    Tenant = Annotated[str, Depends(auth.tenant)]
+    Admin = Annotated[str, Depends(auth.admin)]
 
     @router.post("/v1/optimization/recommend", summary="Recommend a DSPy optimizer (reasoning, alternatives, cost)")
     async def post_recommend(request: Request, tenant: Tenant, body: RecommendBody) -> dict[str, Any]:

@@ -8,10 +8,10 @@ routing policy reads them from there like everything else, so they replay too.
 import asyncio
 import datetime as dt
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -42,7 +42,10 @@ def routing_router(settings: Settings, auth: Auth) -> APIRouter:
     programs: dict[str, ProgramRouting] = {p.program: p for p in settings.routing}
     limits = Limits(**settings.limits.model_dump())
     router = APIRouter()
-    Tenant, Admin = auth.Tenant, auth.Admin
+    # The same dependencies as ``auth.Tenant`` / ``auth.Admin``, spelled as local aliases so
+    # type checkers see the parameters as ``str`` (instance attributes are not types).
+    Tenant = Annotated[str, Depends(auth.tenant)]
+    Admin = Annotated[str, Depends(auth.admin)]
 
     def configured(program: str) -> ProgramRouting:
         routing = programs.get(program)

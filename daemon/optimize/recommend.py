@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,13 @@ class Option:
     gain_per_usd: float | None = None
 
 
+class CostEstimate(TypedDict):
+    """What the chosen optimizer is expected to spend (zeros when none is chosen)."""
+
+    lm_calls: int
+    usd: float
+
+
 @dataclass
 class Recommendation:
     """The choice, the reasoning in sentences, the ranked alternatives and the cost estimate."""
@@ -121,7 +128,7 @@ class Recommendation:
     params: dict[str, Any]
     reasoning: list[str]
     alternatives: list[Option]
-    cost_estimate: dict[str, float]
+    cost_estimate: CostEstimate
     overridden: bool = False
     error: str | None = None
     options: list[Option] = field(default_factory=list)
@@ -236,15 +243,15 @@ def recommend(s: Situation, history: Sequence[Mapping[str, Any]] = (), *, overri
     chosen: Option | None
     overridden = False
     if override is not None:
-        spec = spec_of(override)
-        if spec is None:
+        wanted = spec_of(override)
+        if wanted is None:
             raise RecommendError(f"unknown optimizer {override!r}: one of {', '.join(o.name for o in CATALOG)}")
-        chosen = next(o for o in options if o.optimizer == spec.name)
-        hard = _hard_requirements(spec, s, size=False)
+        chosen = next(o for o in options if o.optimizer == wanted.name)
+        hard = _hard_requirements(wanted, s, size=False)
         if hard:
-            raise RecommendError(f"{spec.name} cannot run here: " + "; ".join(hard))
+            raise RecommendError(f"{wanted.name} cannot run here: " + "; ".join(hard))
         overridden = True
-        reasoning.append(f"{spec.name} chosen by the user" + ("" if chosen.eligible else
+        reasoning.append(f"{wanted.name} chosen by the user" + ("" if chosen.eligible else
                          " although " + "; ".join(chosen.why_not)))
     else:
         chosen = ranked[0] if ranked and ranked[0].eligible else None

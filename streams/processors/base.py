@@ -101,10 +101,6 @@ class Cat:
         return Cat(self.codes[rows], self.values)
 
 
-_STRING_COLUMNS = ("tenant", "program", "module", "route", "model", "error_type")
-_FLOAT_COLUMNS = ("duration_ms", "tokens_in", "tokens_out", "cost_usd", "score", "probability")
-
-
 @dataclass(slots=True)
 class EventBatch:
     """Source events in columns, in log order.  Missing numbers are NaN, strings null.
@@ -179,6 +175,9 @@ class EventBatch:
         def text(value: Any) -> str | None:
             return None if value is None else str(value)
 
+        def strings(name: str) -> Cat:
+            return Cat.from_list([text(e.get(name)) for _, e in rows])
+
         cache = [e.get("cache_hit") for _, e in rows]
         batch = cls(
             kind=np.array([KIND_CODE[e["kind"]] for _, e in rows], np.int8),
@@ -189,8 +188,10 @@ class EventBatch:
             execution_id=[text(e.get("execution_id")) for _, e in rows],
             offset=np.array([offs[i] for i, _ in rows], np.int64),
             append_ms=np.array([appended[i] for i, _ in rows], np.int64),
-            **{name: Cat.from_list([text(e.get(name)) for _, e in rows]) for name in _STRING_COLUMNS},
-            **{name: floats(name) for name in _FLOAT_COLUMNS},
+            tenant=strings("tenant"), program=strings("program"), module=strings("module"), route=strings("route"),
+            model=strings("model"), error_type=strings("error_type"),
+            duration_ms=floats("duration_ms"), tokens_in=floats("tokens_in"), tokens_out=floats("tokens_out"),
+            cost_usd=floats("cost_usd"), score=floats("score"), probability=floats("probability"),
             extra={name: [e.get(name) for _, e in rows] for name in columns},
         )
         if n:

@@ -47,8 +47,6 @@ _SCHEMA = pa.schema([
     ("probability", pa.float64()),
 ])
 _PARSE = pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
-_STRINGS = ("tenant", "program", "module", "route", "model", "error_type")
-_FLOATS = ("duration_ms", "tokens_in", "tokens_out", "cost_usd", "score", "probability")
 
 
 @dataclass(slots=True)
@@ -161,9 +159,11 @@ def _from_table(table: pa.Table, offsets: np.ndarray, append_ms: np.ndarray) -> 
         id=table["id"].to_pylist(),
         ts=pc.cast(table["ts"], pa.int64()).to_numpy(),
         tenant=tenant,
-        **{name: cat(name) for name in _STRINGS if name != "tenant"},
+        program=cat("program"), module=cat("module"), route=cat("route"), model=cat("model"),
+        error_type=cat("error_type"),
         status_error=pc.fill_null(pc.equal(table["status"], "error"), False).to_numpy(zero_copy_only=False),
-        **{name: floats(name) for name in _FLOATS},
+        duration_ms=floats("duration_ms"), tokens_in=floats("tokens_in"), tokens_out=floats("tokens_out"),
+        cost_usd=floats("cost_usd"), score=floats("score"), probability=floats("probability"),
         cache_hit=cache,
         execution_id=table["execution_id"].to_pylist(),
         offset=offsets,

@@ -116,10 +116,9 @@ class Detector:
         self.n = 0
         self.last_t: float | None = None
         self.last_x: float | None = None
-        zkw = dict(std_floor=c.std_floor, wide_floor=c.wide_floor)
-        self.values = RobustZ(c.history, c.min_count, relative=True, **zkw)
-        self.steps = RobustZ(c.history, c.min_count, **zkw)
-        self.residuals = RobustZ(c.history, c.min_count, **zkw)
+        self.values = RobustZ(c.history, c.min_count, relative=True, std_floor=c.std_floor, wide_floor=c.wide_floor)
+        self.steps = RobustZ(c.history, c.min_count, std_floor=c.std_floor, wide_floor=c.wide_floor)
+        self.residuals = RobustZ(c.history, c.min_count, std_floor=c.std_floor, wide_floor=c.wide_floor)
         self.daily = DailyProfile(c.daily_depth)
         self.burst = BurstRate(c.burst_window, c.burst_history)
         self.run = TailRun(c.run_window, c.run_q, c.run_history)
@@ -151,7 +150,10 @@ class Detector:
         zd = self.steps.z(step)
         reference = daily.reference(t)
         residual = None
-        zs, ratio = 0.0, math.inf
+        zs = 0.0
+        # (reference, residual) when the series follows its daily cycle (its residuals
+        # spread less than daily_ratio times its values), else None
+        cycle: tuple[float, float] | None = None
         if reference is not None:
             residual = x - reference
             if self.residuals.ready():
@@ -159,14 +161,15 @@ class Detector:
                 # Residuals with no spread at all (a quiet series' zeros repeating
                 # yesterday's zeros) say nothing yet: their scale is the bare floor
                 # and would make any non-zero residual look infinitely surprising.
-                if self.residuals.scale > self.residuals.rel_floor and value_scale > 0:
-                    ratio = self.residuals.scale / value_scale
+                if (self.residuals.scale > self.residuals.rel_floor and value_scale > 0
+                        and self.residuals.scale / value_scale < c.daily_ratio):
+                    cycle = (reference, residual)
         daily.push(t, x)
 
-        cyclic = ratio < c.daily_ratio
+        cyclic = cycle is not None
         z = zs if cyclic else zv
         if c.empirical_cap:
-            zu = self.residuals.surprise(residual, zs) if cyclic else self.values.surprise(x, zv)
+            zu = self.residuals.surprise(cycle[1], zs) if cycle is not None else self.values.surprise(x, zv)
             du = 0.0 if cyclic else self.steps.surprise(step, zd)
         else:
             zu = gaussian_surprise(z)
@@ -176,8 +179,8 @@ class Detector:
         s = self.gate.update([point, burst])
         self.last_surprise = max(point, burst)
 
-        if cyclic:
-            centre = reference + self.residuals.center
+        if cycle is not None:
+            centre = cycle[0] + self.residuals.center
             half = c.expected_z * self.residuals.scale
             self._expected = (centre - half, centre + half)
         elif self.values.ready():

@@ -328,17 +328,19 @@ class AnomalyProcessor:
         inc.last_seen_us = end
         inc.since_signal += 1
         self._deadline(state)
-        effect = self._effect(spec, x, inc.baseline)
+        baseline = inc.baseline
+        assert baseline is not None  # this processor opens every incident with one (the centre, above)
+        effect = self._effect(spec, x, baseline)
         if effect:
             inc.calm = 0
             inc.peak_score = max(inc.peak_score, score)
-            if inc.peak_observed is None or abs(x - inc.baseline) > abs(inc.peak_observed - inc.baseline):
+            if inc.peak_observed is None or abs(x - baseline) > abs(inc.peak_observed - baseline):
                 inc.peak_observed = x
-            severity = self._severity(spec, x, inc.baseline, effect)
+            severity = self._severity(spec, x, baseline, effect)
             if more_severe(severity, inc.severity) and inc.since_signal >= c.update_every:
                 inc.severity = severity
                 out.append(self._signal("update", key, spec, inc, end, size, inc.peak_score,
-                                        self._explain("severity rose", x, inc.baseline, lo, hi, effect, w, size)))
+                                        self._explain("severity rose", x, baseline, lo, hi, effect, w, size)))
             return
         inc.calm += 1
         if inc.calm >= c.resolve_windows:

@@ -260,10 +260,11 @@ class _Feature:
             ks = ds.ks_2samp(r, c)
             return res("ks", ks.statistic, ks.p_value, ks.statistic, cfg.numeric_min_effect, details=lambda: _numeric_details(r, c))
         if self.kind == "categorical":
-            r, c = self.counts
-            chi = ds.chi_square(r, c)
-            js = ds.jensen_shannon(r, c)
-            return res("chi2", chi.statistic, chi.p_value, js, cfg.categorical_min_effect, details=lambda: _categorical_details(r, c, chi))
+            ref_counts, cur_counts = self.counts
+            chi = ds.chi_square(ref_counts, cur_counts)
+            js = ds.jensen_shannon(ref_counts, cur_counts)
+            return res("chi2", chi.statistic, chi.p_value, js, cfg.categorical_min_effect,
+                       details=lambda: _categorical_details(ref_counts, cur_counts, chi))
         r, c = self.res[0].values(), self.res[1].values()
         if cfg.text_test == "mmd":
             # MMD decides (the more powerful test on topic mixtures); the classifier's AUC,
@@ -292,6 +293,11 @@ class _Feature:
         else:
             f.res = [_Reservoir.load(r, "d" if f.kind == "numeric" else "b") for r in s["res"]]
         return f
+
+
+def _given(details: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """``details`` as a ``_Result.details`` (already computed: returned as is)."""
+    return lambda: details
 
 
 def _numeric_details(r: np.ndarray, c: np.ndarray) -> dict[str, float]:
@@ -454,7 +460,7 @@ class DriftDetector:
             details = {"baseline": base, "ref_mean": self._q_ref.mean, "cur_mean": cur.mean,
                        "windows": 1 if i == 0 else 1 + len(self._q_prev)}
             out.append(_Result(QUALITY, QUALITY, "welch_t", q.statistic, q.p_value, q.drop, cfg.quality_min_drop,
-                               self._q_ref.n, cur.n, lambda d=details: d))
+                               self._q_ref.n, cur.n, _given(details)))
         return out
 
     def _judge(self, results: list[_Result], quality: list[_Result], window_end: Any) -> list[DriftFinding]:
