@@ -1,12 +1,15 @@
 """Turning a request body into log records: decode, validate, dead-letter (pure, no I/O).
 
 The hot path of the daemon.  A batch is parsed once with orjson, validated in one
-pydantic-core call into plain dicts (which reports every invalid item with its index),
-and each valid event is written to the log in canonical form: tenant set from the
-credential, unknown fields folded into ``attrs``, ``ts`` in UTC, defaults filled in.
-Invalid items become dead-letter records with their reason; they never cost the valid
-events beside them: a JSON array that does not parse as a whole (a ``NaN``, a lone
-surrogate, nesting past orjson's limit in one item) is split and parsed item by item.
+pydantic-core call straight into the stored form (``ingest_fast``: defaults filled in,
+fields in stored order), and serialized in one orjson call (``serialize``); each valid
+event is written to the log in canonical form: tenant set from the credential, unknown
+fields folded into ``attrs``, ``ts`` in UTC, defaults filled in.  Only the items the
+fast call refuses are checked one by one in Python (``_validate_full``), which names
+their reason.  Invalid items become dead-letter records with their reason; they never
+cost the valid events beside them: a JSON array that does not parse as a whole (a
+``NaN``, a lone surrogate, nesting past orjson's limit in one item) is split and parsed
+item by item.
 
 What a client may never write (each refused item is dead-lettered with the reason):
 
@@ -29,16 +32,20 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import secrets
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import repeat
+from typing import Any, cast
 
 import orjson
 from pydantic import ValidationError
+from pydantic_core import TzInfo
 
 from adaptd.daemon.dead_letter_limit import DeadLetterLimiter
+from adaptd.daemon.ingest_fast import fast_refusals, fast_validator
 from adaptd.daemon.json_items import NotAnArray, split_array
-from adaptd.streams.events import DEFAULTS, DeadLetter, fold_unknown, new_id, wire_list_adapter
+from adaptd.streams.events import DEFAULTS, MAX_NAME_LEN, DeadLetter, fold_unknown, new_id, wire_list_adapter
 
 #: Longest payload excerpt kept in a dead letter.
 DEAD_LETTER_PAYLOAD_CHARS = 4096
@@ -275,6 +282,11 @@ def prepare(
     ``limits.max_future_s`` after ``received`` are rejected.  Events nested deeper than
     ``limits.max_depth`` are always rejected.  An empty list gives an empty result.
 
+    The batch is validated in one call (``ingest_fast``); only the items that call
+    refuses go through the full path, item by item, which names their reason (or accepts
+    them: the fast call refuses more than the contract does, e.g. unknown fields to fold
+    into ``attrs``).  Records and verdicts are the same either way.
+
     Raises:
         IngestError: 413 when there are more than ``limits.max_batch_events`` items.
     """
@@ -284,84 +296,254 @@ def prepare(
             f"batch has {len(items)} events; the limit is {limits.max_batch_events}"
             " (limits.max_batch_events): split it",
         )
-    reasons: dict[int, str] = {}
+    verdicts, walked = _validate(items, tenant=tenant, limits=limits, source=source, allow_derived=allow_derived)
+    latest = None
+    if limits.max_future_s is not None and not allow_derived:
+        latest = received + dt.timedelta(seconds=limits.max_future_s)
+    ready, late, future = _settle(verdicts, tenant=tenant, source=source, received=received, latest=latest,
+                                  limits=limits)
+    stored = serialize(cast("list[dict[str, Any]]", [verdicts[i] for i in ready]))  # ready: valid ones
+    max_bytes, max_depth = limits.max_event_bytes, limits.max_depth
+
+    out = Prepared()
+    if len(ready) == len(items) and _all_fit(stored, max_bytes, max_depth):  # the usual batch: all valid
+        out.records = stored  # type: ignore[assignment]  # _all_fit: every one is bytes
+        out.accepted = len(stored)
+        return out
+    records = out.records
+    limiter = limits.dead_letter_limiter
+    stored_at = dict(zip(ready, stored, strict=True))
+    for i, item in enumerate(items):
+        record = stored_at.get(i)
+        if isinstance(record, bytes):
+            # Each container writes one opening bracket (strings may add more): a record
+            # with at most max_depth of them nests no deeper.
+            if len(record) <= max_bytes and (
+                record.count(b"{") + record.count(b"[") <= max_depth
+                or i in walked or not nesting_exceeds(item, max_depth)
+            ):
+                records.append(record)
+                out.accepted += 1
+                continue
+            # (when depth is the fault, not size, the reason is replaced just below)
+            reason = f"event is {len(record)} bytes; the limit is {max_bytes} (limits.max_event_bytes)"
+        elif isinstance(record, str):
+            reason = record
+        else:
+            reason = late.get(i) or verdicts[i]  # type: ignore[assignment]
+        if type(verdicts[i]) is dict:  # valid for _validate, refused here
+            if i not in walked and nesting_exceeds(item, max_depth):
+                # the full path checks depth first, before it touches the item
+                reason = _too_deep(max_depth)
+            else:
+                _as_validated(item, tenant, source)
+                out.future += i in future
+        out.rejected.append({"index": i, "reason": reason})
+        if limiter is None or limiter.take(tenant, 1):
+            records.append(dead_letter(item, reason, tenant=tenant, received=received, source=source))
+        else:
+            out.suppressed += 1
+    return out
+
+
+def _settle(
+    verdicts: list[Any], *, tenant: str, source: str, received: dt.datetime, latest: dt.datetime | None,
+    limits: Limits,
+) -> tuple[list[int], dict[int, str], set[int]]:
+    """Settle each event of ``verdicts`` in place: the credential's tenant, ``source`` when
+    it has none, ``ts`` in UTC.  Returns the indexes of the events to store, in order; the
+    reasons of those refused here (``ts`` out of range once in UTC, or after ``latest``);
+    and the indexes refused for being after ``latest``."""
+    ready: list[int] = []
+    late: dict[int, str] = {}
+    future: set[int] = set()
+    utc = dt.UTC
+    # Datetimes with the same tzinfo object compare without calling utcoffset() (10x
+    # cheaper): pydantic gives every "Z" time of a batch one TzInfo; the bound is kept in it.
+    zero_tz, zero_latest = utc, latest
+    for i, event in enumerate(verdicts):
+        if type(event) is not dict:
+            continue
+        event["tenant"] = tenant
+        if source and not event["source"]:
+            event["source"] = source
+        ts = event["ts"]
+        tz = ts.tzinfo
+        bound = latest
+        if tz is zero_tz:
+            bound = zero_latest
+        elif tz is None:
+            event["ts"] = ts = ts.replace(tzinfo=utc)
+        elif ts.utcoffset():
+            try:
+                event["ts"] = ts = ts.astimezone(utc)
+            except OverflowError:  # e.g. 0001-01-01T00:00+01:00 has no UTC time
+                late[i] = f"ts {ts.isoformat()} is out of range once converted to UTC"
+                continue
+        elif type(tz) in _FIXED_OFFSET_TZ:  # a fixed zero offset (not a zone: its offset varies)
+            zero_tz = tz
+            zero_latest = bound = None if latest is None else latest.replace(tzinfo=tz)
+        if bound is not None and ts > bound:
+            future.add(i)
+            late[i] = (f"ts {ts.isoformat()} is {(ts - received).total_seconds():.0f} s ahead of the daemon's clock;"
+                       f" the limit is {limits.max_future_s:g} s (limits.max_future_s): fix the sender's clock")
+        else:
+            ready.append(i)
+    return ready, late, future
+
+
+def _all_fit(stored: list[bytes | str], max_bytes: int, max_depth: int) -> bool:
+    """Whether every one of ``stored`` is a record within ``max_bytes`` and with at most
+    ``max_depth`` opening brackets (so nested no deeper), told in C-speed passes."""
+    if not stored:
+        return True
+    if any(type(r) is not bytes for r in stored) or max(map(len, stored)) > max_bytes:
+        return False
+    records = cast("list[bytes]", stored)  # all bytes, checked just above
+    return max(map(bytes.count, records, repeat(b"{"))) + max(map(bytes.count, records, repeat(b"["))) <= max_depth
+
+
+#: A string no event holds (random per process), put between the events of a batch
+#: serialized in one call; how orjson writes it between two items is where to cut.
+_CUT = "\x00adaptd-cut-" + secrets.token_hex(16)
+_CUT_BYTES = b"," + orjson.dumps(_CUT) + b","
+
+
+def serialize(events: list[dict[str, Any]]) -> list[bytes | str]:
+    """Each event as its log record (``orjson.dumps(event)``), or as the reason it cannot
+    be stored (orjson's nesting limit, a value it cannot write).
+
+    One orjson call writes the batch, cut apart after: the same bytes as one call per
+    event at a third of the cost (a buffer per record, kept until the log has written it,
+    is what costs).  Falls back to one call per event when the batch's call fails or the
+    cut does not give one record per event.  An empty list gives an empty list.
+    """
+    if len(events) > 1:
+        joined: list[Any] = [_CUT] * (2 * len(events) - 1)
+        joined[::2] = events
+        try:
+            parts = orjson.dumps(joined)[1:-1].split(_CUT_BYTES)
+        except TypeError:
+            parts = []
+        if len(parts) == len(events):
+            return parts  # type: ignore[return-value]
+    records: list[bytes | str] = []
+    for event in events:
+        try:
+            records.append(orjson.dumps(event))
+        except TypeError as exc:  # orjson's own nesting limit, below max_depth when it is set high
+            records.append(f"event cannot be stored: {exc}")
+    return records
+
+
+#: tzinfo types whose offset is fixed: a zero one is UTC at every instant.
+_FIXED_OFFSET_TZ = (TzInfo, dt.timezone)
+
+
+def _too_deep(max_depth: int) -> str:
+    return f"event is nested more than {max_depth} levels deep (limits.max_depth)"
+
+
+def _validate(
+    items: list[Any], *, tenant: str, limits: Limits, source: str, allow_derived: bool
+) -> tuple[list[dict[str, Any] | str], set[int] | range]:
+    """Per item, in order: the event as it will be stored (fields in stored order, defaults
+    filled in; ``tenant``, ``source`` and ``ts`` still to be settled by the caller), or the
+    reason it is refused; and the indexes whose nesting depth was checked already.
+
+    One ``ingest_fast`` call validates the batch; the items it refuses go through
+    ``_validate_full``, which checks depth too.  The depth of the others is the caller's
+    to check (``prepare`` bounds it from the record's bytes).  The daemon's own events
+    (``allow_derived``) and names the fast validator does not cover take the full path.
+    """
+    fast = None
+    if not allow_derived and limits.max_depth >= 2 and len(tenant) <= MAX_NAME_LEN and len(source) <= MAX_NAME_LEN:
+        fast = fast_validator(DERIVED_KINDS)
+    if fast is None or not items:
+        full = _validate_full(items, tenant=tenant, limits=limits, source=source, allow_derived=allow_derived)
+        return full, range(len(items))
+    verdicts: list[Any]
+    try:
+        verdicts = fast.validate_python(items)
+        passed = None
+    except ValidationError as exc:
+        refused = {int(err["loc"][0])  # a list's errors are located by item index first
+                   for err in exc.errors(include_url=False, include_context=False, include_input=False)}
+        # validate the others once more (pydantic gives no output when an item fails)
+        passed = [i for i in range(len(items)) if i not in refused]
+        verdicts = [None] * len(items)
+        if passed:
+            for i, event in zip(passed, fast.validate_python([items[i] for i in passed]), strict=True):
+                verdicts[i] = event
+    if passed is None:
+        again = fast_refusals(items, verdicts, reserved_prefix=RESERVED_SOURCE_PREFIX)
+    else:
+        later = fast_refusals([items[i] for i in passed], [verdicts[i] for i in passed],
+                              reserved_prefix=RESERVED_SOURCE_PREFIX)
+        again = sorted(refused.union(passed[j] for j in later))
+    if again:
+        full = _validate_full([items[i] for i in again], tenant=tenant, limits=limits, source=source,
+                              allow_derived=allow_derived)
+        for i, verdict in zip(again, full, strict=True):
+            verdicts[i] = verdict
+    return verdicts, set(again)
+
+
+def _validate_full(
+    items: list[Any], *, tenant: str, limits: Limits, source: str, allow_derived: bool
+) -> list[dict[str, Any] | str]:
+    """``_validate`` item by item in Python: every check, with its reason.
+
+    Valid items are changed in place as the contract says (tenant forced, source filled
+    in, unknown fields folded into ``attrs``) before they are validated; their verdict is
+    the validated event merged into its kind's ``DEFAULTS``.
+    """
+    verdicts: list[Any] = [None] * len(items)
     candidates: list[dict[str, Any]] = []
     positions: list[int] = []
     max_depth = limits.max_depth
     for i, item in enumerate(items):
         if isinstance(item, _BadLine):
-            reasons[i] = item.reason
+            verdicts[i] = item.reason
         elif not isinstance(item, dict):
-            reasons[i] = f"event must be a JSON object, got {type(item).__name__}"
+            verdicts[i] = f"event must be a JSON object, got {type(item).__name__}"
         elif nesting_exceeds(item, max_depth):
-            reasons[i] = f"event is nested more than {max_depth} levels deep (limits.max_depth)"
+            verdicts[i] = _too_deep(max_depth)
         elif not allow_derived and item.get("kind") in DERIVED_KINDS:
-            reasons[i] = (f"kind {item['kind']!r} is made by the daemon itself and cannot be sent"
-                          " (routing actions: POST /v1/routing/<program>/<action>)")
+            verdicts[i] = (f"kind {item['kind']!r} is made by the daemon itself and cannot be sent"
+                           " (routing actions: POST /v1/routing/<program>/<action>)")
         elif not allow_derived and _reserved(item.get("source")):
-            reasons[i] = (f"source {item['source']!r} is reserved for the daemon itself (sources starting with"
-                          f" {RESERVED_SOURCE_PREFIX!r}): name your own source")
+            verdicts[i] = (f"source {item['source']!r} is reserved for the daemon itself (sources starting with"
+                           f" {RESERVED_SOURCE_PREFIX!r}): name your own source")
         else:
-            item["tenant"] = tenant
-            if source and not item.get("source"):
-                item["source"] = source
-            fold_unknown(item)
+            _as_validated(item, tenant, source)
             candidates.append(item)
             positions.append(i)
-
     try:
         valid = wire_list_adapter.validate_python(candidates)
     except ValidationError as exc:
         # One pydantic call reports every invalid item; validate the rest once more.
-        by_item: dict[int, list[dict[str, Any]]] = {}
+        by_item: dict[int, list[Any]] = {}
         for err in exc.errors(include_url=False):
-            by_item.setdefault(err["loc"][0], []).append(err)
+            by_item.setdefault(int(err["loc"][0]), []).append(err)
         for j, errs in by_item.items():
-            reasons[positions[j]] = _reason(errs)
+            verdicts[positions[j]] = _reason(errs)
+        positions = [p for j, p in enumerate(positions) if j not in by_item]
         valid = wire_list_adapter.validate_python([c for j, c in enumerate(candidates) if j not in by_item])
+    for i, event in zip(positions, valid, strict=True):
+        verdicts[i] = {**DEFAULTS[event["kind"]], **event}
+    return verdicts
 
-    out = Prepared()
-    valid_iter = iter(valid)
-    dumps = orjson.dumps
-    max_bytes = limits.max_event_bytes
-    utc = dt.UTC
-    latest = None
-    if limits.max_future_s is not None and not allow_derived:
-        latest = received + dt.timedelta(seconds=limits.max_future_s)
-    limiter = limits.dead_letter_limiter
-    for i, item in enumerate(items):
-        reason = reasons.get(i)
-        if reason is None:
-            event = next(valid_iter)
-            ts = event["ts"]
-            if ts.tzinfo is None:
-                event["ts"] = ts = ts.replace(tzinfo=utc)
-            elif ts.utcoffset():
-                try:
-                    event["ts"] = ts = ts.astimezone(utc)
-                except OverflowError:  # e.g. 0001-01-01T00:00+01:00 has no UTC time
-                    reason = f"ts {ts.isoformat()} is out of range once converted to UTC"
-            if reason is None and latest is not None and ts > latest:
-                out.future += 1
-                reason = (f"ts {ts.isoformat()} is {(ts - received).total_seconds():.0f} s ahead of the daemon's clock;"
-                          f" the limit is {limits.max_future_s:g} s (limits.max_future_s): fix the sender's clock")
-            elif reason is None:
-                try:
-                    record = dumps({**DEFAULTS[event["kind"]], **event})
-                except TypeError as exc:  # orjson's own nesting limit, below max_depth when it is set high
-                    reason = f"event cannot be stored: {exc}"
-                else:
-                    if len(record) <= max_bytes:
-                        out.records.append(record)
-                        out.accepted += 1
-                        continue
-                    reason = f"event is {len(record)} bytes; the limit is {max_bytes} (limits.max_event_bytes)"
-        out.rejected.append({"index": i, "reason": reason})
-        if limiter is None or limiter.take(tenant, 1):
-            out.records.append(dead_letter(item, reason, tenant=tenant, received=received, source=source))
-        else:
-            out.suppressed += 1
-    return out
+
+def _as_validated(item: Any, tenant: str, source: str) -> None:
+    """Change ``item`` in place as it is validated: tenant from the credential, source
+    filled in when it has none, unknown fields folded into ``attrs`` (a dead letter's
+    excerpt shows the item so).  Idempotent; a non-dict is left alone."""
+    if isinstance(item, dict):
+        item["tenant"] = tenant
+        if source and not item.get("source"):
+            item["source"] = source
+        fold_unknown(item)
 
 
 def _reserved(source: Any) -> bool:
