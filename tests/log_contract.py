@@ -71,6 +71,17 @@ class LogContract:
         assert offsets == list(range(len(offsets)))
         assert [r.value for r in log.read(0, len(offsets))] == [v for batch in batches for v in batch]
 
+    def test_a_batch_read_holds_exactly_the_records_a_plain_read_gives(self, log: StreamLog) -> None:
+        values = [b"v%03d" % i + b"x" * (i % 7) for i in range(60)]
+        log.append(values[:25], timeout=TIMEOUT)
+        log.append(values[25:], timeout=TIMEOUT)
+        for offset, count in ((0, 60), (0, 10), (17, 20), (59, 5), (60, 5)):
+            plain = log.read(offset, count)
+            batch = log.read_batch(offset, count)
+            assert batch.values() == [r.value for r in plain], (offset, count)
+            assert [r.offset for r in batch.records()] == [r.offset for r in plain], (offset, count)
+            assert len(batch) == len(plain)
+
     def test_concurrent_submitters_get_unique_consecutive_offsets(self, log: StreamLog) -> None:
         threads, batches, size = 8, 25, 4
         results: dict[bytes, list[int]] = {}

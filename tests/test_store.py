@@ -281,7 +281,15 @@ def test_a_poisoned_record_is_dead_lettered_and_the_projector_keeps_running(tmp_
             raise duckdb.ConversionException("cannot project poison")
         return real(batch)
 
+    real_batch = store.project_batch
+
+    def project_batch(batch):  # the projector reads RecordBatches; one by one it uses project
+        if b"poison" in batch.data:
+            raise duckdb.ConversionException("cannot project poison")
+        return real_batch(batch)
+
     store.project = project  # type: ignore[method-assign]
+    store.project_batch = project_batch  # type: ignore[method-assign]
     projector = Projector(log, store, batch=100, poll_s=0.05)
     projector.start()
     log.append([orjson.dumps(event()), orjson.dumps(event(program="poison")), orjson.dumps(event())])
@@ -296,15 +304,15 @@ def test_a_poisoned_record_is_dead_lettered_and_the_projector_keeps_running(tmp_
 
 def test_a_failing_database_is_retried_and_nothing_is_dead_lettered(tmp_path: Path) -> None:
     log, store = MemoryLog(), Store(tmp_path / "db.duckdb")
-    real, failures = store.project, [2]
+    real, failures = store.project_batch, [2]
 
-    def project(batch):
+    def project_batch(batch):
         if failures[0]:
             failures[0] -= 1
             raise duckdb.IOException("disk on fire")
         return real(batch)
 
-    store.project = project  # type: ignore[method-assign]
+    store.project_batch = project_batch  # type: ignore[method-assign]
     projector = Projector(log, store, batch=100, poll_s=0.05, retry_s=0.05)
     projector.start()
     log.append([orjson.dumps(event()) for _ in range(5)])

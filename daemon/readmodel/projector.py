@@ -1,8 +1,9 @@
 """Projection: how log records become rows, and the thread that keeps the store caught up.
 
 ``ProjectionPlan`` derives the SQL from the migrated tables; ``stage_batch`` parses a batch
-with it (one vectorized JSON parse in DuckDB); ``Store.project`` then inserts the staged
-rows and the new position in one transaction.
+(a ``RecordBatch``: the log's buffers, handed to DuckDB as Arrow without a per-record
+object) with it in one vectorized JSON parse; ``Store.project_batch`` then inserts the
+staged rows and the new position in one transaction.
 
 The ``Projector`` thread loops: read a batch from the store's position, project it, then
 commit the position to the log as consumer group ``projector``, so log retention never
@@ -22,12 +23,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
+from pydantic import BaseModel
 
 from adaptd.daemon.readmodel.migrations import DEAD_LETTER_KIND, EVENT_TABLES
 from adaptd.streams.events import DEFAULTS, KINDS, DeadLetter
-from adaptd.streams.log.base import LogError, Record, StreamLog
+from adaptd.streams.log.base import LogError, Record, RecordBatch, StreamLog
 
 if TYPE_CHECKING:  # store imports this module; at run time only its instances are needed
     from adaptd.daemon.readmodel.store import Store
@@ -39,6 +42,8 @@ DEAD_LETTER_NS = uuid.UUID("6f1d7a52-5b0e-4c1e-9a43-0d7c1f6b2e11")
 #: Longest payload kept for a record the projector could not decode.
 MAX_PAYLOAD_CHARS = 16_384
 _ARROW_CHUNK = 2048
+#: Rows per record batch of the staged Arrow table (DuckDB scans one batch per thread).
+_STAGE_ROWS = 16_384
 
 #: Failures of the database itself, not of one record: the batch is retried later and
 #: nothing is dead-lettered for them (RuntimeError: the store was closed).
@@ -85,9 +90,9 @@ class ProjectionPlan:
 
     Attributes:
         structure: the ``json_transform`` structure: the union of every table's columns.
-        stage / stage_safe: build the ``_stage`` temp table from the ``_in`` Arrow table
-            (columns ``_off``, ``_v``), with a ``_problem`` reason per undecodable record;
-            ``stage_safe`` also survives malformed JSON.
+        stage / stage_safe: select the staged rows from the ``_in`` Arrow table (columns
+            ``_off``, ``_v``): every column of ``structure`` and a ``_problem`` reason per
+            undecodable record; ``stage_safe`` also survives malformed JSON.
         inserts: per kind, the INSERT from ``_stage`` with ``@VERB`` / ``@COND`` holes.
         json_columns: per table, the JSON-typed columns (parsed back for the API).
 
@@ -115,7 +120,7 @@ class ProjectionPlan:
                 if structure.setdefault(column, dtype) != dtype:
                     raise RuntimeError(f"column {column} has two types ({structure[column]}, {dtype}): rename one")
         self.structure = orjson.dumps(structure).decode()
-        models = {**KINDS, DEAD_LETTER_KIND: DeadLetter}
+        models: dict[str, type[BaseModel]] = {**KINDS, DEAD_LETTER_KIND: DeadLetter}
         problems = ["WHEN _bad THEN 'malformed JSON'",
                     """WHEN kind IS NULL THEN 'not a JSON object with a string "kind"'""",
                     f"WHEN kind NOT IN ({', '.join(map(_sql_literal, targets))}) THEN 'unknown kind ' || kind"]
@@ -151,7 +156,7 @@ class ProjectionPlan:
         # malformed JSON; try() turns that into NULL at ~20% of the parse cost, so it is
         # only used when a batch actually holds malformed JSON.
         stage = (
-            "CREATE OR REPLACE TEMP TABLE _stage AS SELECT *, CASE "
+            "SELECT *, CASE "
             + " ".join(problems)
             + " END AS _problem FROM (SELECT _off, j IS NULL AS _bad, unnest(j) FROM"
             f" (SELECT _off, @TRY(json_transform(_v, '{self.structure}')) AS j FROM _in))"
@@ -159,13 +164,28 @@ class ProjectionPlan:
         self.stage, self.stage_safe = stage.replace("@TRY", ""), stage.replace("@TRY", "try")
 
 
-def stage_batch(cur: duckdb.DuckDBPyConnection, plan: ProjectionPlan, partition: int, records: Sequence[Record],
-                offsets: list[int], values: list[bytes]) -> tuple[list[tuple], list[tuple]]:
-    """Parse a batch into the ``_stage`` temp table of ``cur`` (outside any transaction).
+def prepare_writer(cur: duckdb.DuckDBPyConnection) -> None:
+    """Set up the cursor :func:`stage_batch` runs on (this cursor's session only): UUID
+    and JSON columns are exported to Arrow as extension types, so the staged rows keep
+    their types when DuckDB scans them back."""
+    cur.execute("SET SESSION arrow_lossless_conversion = true")
 
-    Per-record Python work is two list comprehensions and one Arrow column (UTF-8 is
-    validated in C); DuckDB parses every record's JSON once, in parallel.  Which records
-    are rejected depends only on each record, never on its batch.
+
+def unstage(cur: duckdb.DuckDBPyConnection) -> None:
+    """Drop the ``_stage`` view of the last :func:`stage_batch` (frees its rows; idempotent)."""
+    try:
+        cur.unregister("_stage")
+    except duckdb.Error:
+        pass
+
+
+def stage_batch(cur: duckdb.DuckDBPyConnection, plan: ProjectionPlan, batch: RecordBatch) -> tuple[list[tuple], list[tuple]]:
+    """Parse a batch into the ``_stage`` view of ``cur`` (outside any transaction), which
+    stays registered until :func:`unstage`.  ``cur`` must be prepared (:func:`prepare_writer`).
+
+    No Python work per record: the batch's buffers become an Arrow table without a copy
+    (UTF-8 is validated in C), and DuckDB parses every record's JSON once, in parallel.
+    Which records are rejected depends only on each record, never on its batch.
 
     Returns:
         ``(kinds, letters)``: per kind of valid staged rows ``(kind, rows, has repeated
@@ -176,23 +196,31 @@ def stage_batch(cur: duckdb.DuckDBPyConnection, plan: ProjectionPlan, partition:
     Raises:
         duckdb.Error: the database failed.
     """
+    n = len(batch)
+    offsets = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(batch.offsets)])
+    column = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(batch.bounds), pa.py_buffer(batch.data)])
     not_utf8: list[int] = []
     try:
-        column = pa.array(values, pa.string())
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        not_utf8 = [i for i, v in enumerate(values) if not _is_utf8(v)]
-        skip = set(not_utf8)
-        column = pa.array([v for i, v in enumerate(values) if i not in skip], pa.string())
-        offsets = [o for i, o in enumerate(offsets) if i not in skip]
-    table = pa.table({"_off": pa.array(offsets, pa.int64()), "_v": column})
+        column.validate(full=True)
+    except pa.ArrowInvalid:  # rare: find the records that are not UTF-8, stage the others
+        not_utf8 = [i for i in range(n) if not _is_utf8(batch.value(i))]
+        keep = np.ones(n, bool)
+        keep[not_utf8] = False
+        offsets, column = offsets.filter(keep), pa.array([batch.value(int(i)) for i in np.flatnonzero(keep)], pa.large_string())
+    table = pa.table({"_off": offsets, "_v": column})
     # DuckDB scans an Arrow table one record batch per thread: slice it (zero-copy) so
     # both cores parse JSON; a single chunk would leave the second core idle.
-    cur.register("_in", pa.Table.from_batches(table.to_batches(max_chunksize=_ARROW_CHUNK)))
+    cur.register("_in", pa.Table.from_batches(table.to_batches(max_chunksize=_ARROW_CHUNK), table.schema))
     try:
+        # Staged as Arrow, not as a temp table: DuckDB fills an Arrow table in about half
+        # the time of a temp table (which stores and compresses every column), and scans
+        # it back without a copy.  The writer cursor exports UUID and JSON columns as
+        # Arrow extension types (see ``prepare_writer``), so they come back typed.
         try:
-            cur.execute(plan.stage)
+            staged = cur.sql(plan.stage).to_arrow_table(_STAGE_ROWS)
         except duckdb.InvalidInputException:  # malformed JSON somewhere in the batch
-            cur.execute(plan.stage_safe)
+            staged = cur.sql(plan.stage_safe).to_arrow_table(_STAGE_ROWS)
+        cur.register("_stage", staged)
         groups = cur.execute(
             "SELECT kind, _problem IS NULL, count(*), count(DISTINCT id), min(id), max(id), min(ts) FROM _stage"
             " GROUP BY ALL"
@@ -203,24 +231,24 @@ def stage_batch(cur: duckdb.DuckDBPyConnection, plan: ProjectionPlan, partition:
         ).fetchall()
     finally:
         cur.unregister("_in")
-    bad += [(records[i].offset, "not UTF-8 text", None, None, None) for i in not_utf8]
-    return kinds, dead_letter_rows(partition, records, [r.offset for r in records], bad) if bad else []
+    bad += [(batch.offsets[i], "not UTF-8 text", None, None, None) for i in not_utf8]
+    return kinds, dead_letter_rows(batch, bad) if bad else []
 
 
-def dead_letter_rows(partition: int, records: Sequence[Record], offsets: list[int], bad: list[tuple]) -> list[tuple]:
-    """``dead_letters`` rows for rejected records, from ``(offset, reason, tenant, source, ts)``.
+def dead_letter_rows(batch: RecordBatch, bad: list[tuple]) -> list[tuple]:
+    """``dead_letters`` rows for rejected records of ``batch``, from ``(offset, reason, tenant, source, ts)``.
 
     The id is the UUIDv5 of partition:offset and ``ts`` the event's (else the log's
     append time, which the log stores): both deterministic, so a replay matches.
     """
-    index = {offset: i for i, offset in enumerate(offsets)}
+    index = {offset: i for i, offset in enumerate(batch.offsets)}
     rows = []
     for offset, reason, tenant, source, ts in bad:
-        record = records[index[offset]]
+        i = index[offset]
         if ts is None:
-            ts = dt.datetime.fromtimestamp(record.timestamp_ms / 1000, dt.UTC)
-        payload = record.value.decode("utf-8", "replace")[:MAX_PAYLOAD_CHARS]
-        rows.append((uuid.uuid5(DEAD_LETTER_NS, f"{partition}:{offset}"), ts, tenant or "", source or "",
+            ts = dt.datetime.fromtimestamp(batch.timestamps[i] / 1000, dt.UTC)
+        payload = batch.value(i).decode("utf-8", "replace")[:MAX_PAYLOAD_CHARS]
+        rows.append((uuid.uuid5(DEAD_LETTER_NS, f"{batch.partition}:{offset}"), ts, tenant or "", source or "",
                      f"projector: {reason}", payload, offset))
     return rows
 
@@ -233,8 +261,9 @@ def _is_utf8(value: bytes) -> bool:
     return True
 
 
-def project_safely(store: Store, records: Sequence[Record]) -> tuple[ProjectResult, int]:
-    """Project ``records``; if the batch fails, project them one by one instead.
+def project_safely(store: Store, records: RecordBatch | Sequence[Record]) -> tuple[ProjectResult, int]:
+    """Project ``records`` (a RecordBatch or a list of Records); if the batch fails,
+    project them one by one instead.
 
     A record that fails on its own is stored as a dead letter with the error, so one
     poisoned record never blocks or loses the rest of its batch.  The outcome depends
@@ -249,13 +278,15 @@ def project_safely(store: Store, records: Sequence[Record]) -> tuple[ProjectResu
             nothing past the last committed record is stored, the caller retries later.
     """
     try:
+        if isinstance(records, RecordBatch):
+            return store.project_batch(records), 0
         return store.project(records), 0
     except _TRANSIENT:
         raise
     except Exception as exc:
         logger.warning("batch of %d records failed (%s); projecting one by one", len(records), exc)
     total, errors = ProjectResult(), 1
-    for record in records:
+    for record in records.records() if isinstance(records, RecordBatch) else records:
         try:
             result = store.project([record])
         except _TRANSIENT:
@@ -324,14 +355,14 @@ class Projector(threading.Thread):
         """
         moved = False
         for partition in range(self._log.partitions):
-            records = self._log.read(self._store.position(partition), self._batch, partition)
-            if not records:
+            batch = self._log.read_batch(self._store.position(partition), self._batch, partition)
+            if not len(batch):
                 continue
             moved = True
-            result, errors = project_safely(self._store, records)
+            result, errors = project_safely(self._store, batch)
             if errors:
-                self._failed(None, errors, f"{errors} projection error(s) near offset {records[0].offset}")
-            self.projected += len(records)
+                self._failed(None, errors, f"{errors} projection error(s) near offset {batch.offsets[0]}")
+            self.projected += len(batch)
             with self._progress:
                 self._progress.notify_all()
             try:

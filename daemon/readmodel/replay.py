@@ -1,8 +1,8 @@
 """Rebuild the DuckDB read model from the log alone, and compare two databases.
 
 ``replay`` runs the very code the live projector runs (``project_safely`` over
-``Store.project``), only with bigger batches, so "replay equals live" holds by
-construction; ``tables_equal`` checks it.
+``Store.project_batch``, fed by the log's bulk ``read_batch``), only with bigger batches,
+so "replay equals live" holds by construction; ``tables_equal`` checks it.
 
 ``check_derived`` re-runs the processors over the source events of the log and compares
 what they produce with the derived events the live processors appended (same ids, same
@@ -23,8 +23,8 @@ import orjson
 
 from adaptd.daemon.readmodel.migrations import PROJECTED_TABLES
 from adaptd.daemon.readmodel.projector import project_safely
-from adaptd.daemon.readmodel.store import DEAD_LETTER_MAX_AGE_DAYS, Store
-from adaptd.streams.log.base import Record, StreamLog
+from adaptd.daemon.readmodel.store import DEAD_LETTER_MAX_AGE_DAYS, Store, one_row
+from adaptd.streams.log.base import RecordBatch, StreamLog
 from adaptd.streams.processors.runtime import rerun
 
 #: Columns that order each table's rows when reporting differences.
@@ -118,22 +118,22 @@ def replay(log: StreamLog, into: Path, *, batch: int = 100_000, overwrite: bool 
 
 
 def _prefetch(log: StreamLog, partition: int, offset: int, batch: int):
-    """Yield batches of ``partition`` from ``offset`` to the end, reading one batch ahead.
+    """Yield RecordBatches of ``partition`` from ``offset`` to the end, reading one batch ahead.
 
     Decoding the log is Python work and projecting is mostly DuckDB work (which releases
     the GIL), so reading the next batch while one is projected overlaps the two.
     """
-    ready: queue.Queue[list[Record] | BaseException | None] = queue.Queue(maxsize=1)
+    ready: queue.Queue[RecordBatch | BaseException | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def reader() -> None:
         position = offset
         try:
             while not stop.is_set():
-                records = log.read(position, batch, partition)
-                if not records:
+                records = log.read_batch(position, batch, partition)
+                if not len(records):
                     break
-                position = records[-1].offset + 1
+                position = records.offsets[-1] + 1
                 ready.put(records)
             ready.put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
@@ -259,7 +259,7 @@ def tables_equal(db_a: Path, db_b: Path) -> list[str]:
         con.execute(f"ATTACH '{_sql_path(db_b)}' AS b (READ_ONLY)")
         diffs: list[str] = []
         cols = {db: _columns(con, db) for db in ("a", "b")}
-        versions = {db: con.execute(f"SELECT list(version ORDER BY version) FROM {db}.schema_migrations").fetchone()[0]
+        versions = {db: one_row(con.execute(f"SELECT list(version ORDER BY version) FROM {db}.schema_migrations").fetchone())[0]
                     for db in ("a", "b")}
         if versions["a"] != versions["b"]:
             diffs.append(f"schema_migrations: versions {versions['a']} != {versions['b']}")
@@ -295,7 +295,7 @@ def _compare_rows(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     diffs = []
     for this, other in (("a", "b"), ("b", "a")):
         only = f"(SELECT * FROM {this}.{table} EXCEPT ALL SELECT * FROM {other}.{table})"
-        count = con.execute(f"SELECT count(*) FROM {only}").fetchone()[0]
+        count = one_row(con.execute(f"SELECT count(*) FROM {only}").fetchone())[0]
         if count:
             keys = con.execute(f"SELECT {key} FROM {only} ORDER BY {key} LIMIT {_EXAMPLES}").fetchall()
             diffs.append(f"{table}: {count} row(s) only in {this} (first {key}: {', '.join(str(k[0]) for k in keys)})")

@@ -24,17 +24,24 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Sequence
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 
 from adaptd.daemon.readmodel.migrations import DEAD_LETTER_KIND as _DEAD
 from adaptd.daemon.readmodel.migrations import EVENT_TABLES, migrate
-from adaptd.daemon.readmodel.projector import ProjectionPlan, ProjectResult, dead_letter_rows, stage_batch
-from adaptd.streams.log.base import Record
+from adaptd.daemon.readmodel.projector import (
+    ProjectionPlan,
+    ProjectResult,
+    dead_letter_rows,
+    prepare_writer,
+    stage_batch,
+    unstage,
+)
+from adaptd.streams.log.base import Record, RecordBatch
 
 MAX_LIMIT = 1000
 #: Batches projected carefully (ON CONFLICT) after one held an already stored id.
@@ -48,7 +55,6 @@ DEAD_LETTER_MAX_AGE_DAYS = 7.0
 #: arrive; never more than once per batch.
 EXPIRY_STEP = dt.timedelta(hours=1)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_timestamp = attrgetter("timestamp_ms")
 
 
 class Store:
@@ -93,16 +99,17 @@ class Store:
             )
             # Largest id per table: staged ids above it need no conflict check.
             tables = sorted(_QUERY_TABLES)
-            row = self._con.execute("SELECT " + ", ".join(f"(SELECT max(id) FROM {t})" for t in tables)).fetchone()
+            row = one_row(self._con.execute("SELECT " + ", ".join(f"(SELECT max(id) FROM {t})" for t in tables)).fetchone())
             self._max_id: dict[str, uuid.UUID | None] = dict(zip(tables, row))
             # A lower bound of the stored dead letters' ts: no sweep is due while it is
             # not older than the cutoff.
-            self._oldest_letter: dt.datetime | None = self._con.execute(
-                "SELECT min(ts) FROM dead_letters").fetchone()[0]
+            self._oldest_letter: dt.datetime | None = one_row(self._con.execute(
+                "SELECT min(ts) FROM dead_letters").fetchone())[0]
         except BaseException:
             self._con.close()
             raise
         self._writer = self._con.cursor()
+        prepare_writer(self._writer)
         self._max_age = dt.timedelta(days=dead_letter_max_age_days) if dead_letter_max_age_days else None
         #: The log's clock: the newest append time projected since open (None: none yet).
         self._clock: dt.datetime | None = None
@@ -146,25 +153,60 @@ class Store:
         with self._lock:
             self._check_open()
             position = self._positions.get(partition, 0)
-            offsets = [r.offset for r in records]
-            if min(offsets) < position:
+            if min(r.offset for r in records) < position:
                 records = [r for r in records if r.offset >= position]
                 result.skipped = result.records - len(records)
-                if not records:
-                    result.next_offset = position
-                    return result
-                offsets = [r.offset for r in records]
-            values = [r.value for r in records]
-            next_offset = max(max(offsets) + 1, position)
-            self._write(partition, records, offsets, values, next_offset, result)
-            self._positions[partition] = next_offset
-            result.next_offset = next_offset
-            return result
+            return self._project_locked(RecordBatch.from_records(list(records), partition), result)
 
-    def _write(self, partition: int, records: Sequence[Record], offsets: list[int], values: list[bytes],
-               next_offset: int, result: ProjectResult) -> None:
+    def project_batch(self, batch: RecordBatch) -> ProjectResult:
+        """:meth:`project` for a batch as the log's ``read_batch`` returns it (offsets
+        ascending): the same rows and position, without a Python object per record.
+
+        Returns:
+            What was done; an empty batch does nothing.
+
+        Raises:
+            ValueError: the offsets do not ascend.
+            RuntimeError: the store is closed.
+            duckdb.Error: the database failed (nothing of the batch is stored then).
+        """
+        result = ProjectResult(records=len(batch))
+        if not len(batch):
+            return result
+        offsets = np.frombuffer(batch.offsets, np.int64)
+        if len(offsets) > 1 and not bool(np.all(offsets[1:] > offsets[:-1])):
+            raise ValueError("project_batch() takes a batch with ascending offsets")
+        with self._lock:
+            self._check_open()
+            position = self._positions.get(batch.partition, 0)
+            if batch.offsets[0] < position:
+                batch = batch.since(position)
+                result.skipped = result.records - len(batch)
+            return self._project_locked(batch, result)
+
+    def _project_locked(self, batch: RecordBatch, result: ProjectResult) -> ProjectResult:
+        """Project ``batch`` (records below the position already removed) under the lock."""
+        position = self._positions.get(batch.partition, 0)
+        if not len(batch):
+            result.next_offset = position
+            return result
+        next_offset = max(max(batch.offsets) + 1, position)
+        self._write(batch, next_offset, result)
+        self._positions[batch.partition] = next_offset
+        result.next_offset = next_offset
+        return result
+
+    def _write(self, batch: RecordBatch, next_offset: int, result: ProjectResult) -> None:
         cur = self._writer
-        kinds, letters = stage_batch(cur, self._plan, partition, records, offsets, values)
+        try:
+            self._stage_and_insert(cur, batch, next_offset, result)
+        finally:
+            unstage(cur)
+
+    def _stage_and_insert(self, cur: duckdb.DuckDBPyConnection, batch: RecordBatch, next_offset: int,
+                          result: ProjectResult) -> None:
+        partition = batch.partition
+        kinds, letters = stage_batch(cur, self._plan, batch)
         tops = {("dead_letters" if kind == _DEAD else EVENT_TABLES[kind]): high for kind, _, _, _, high, _ in kinds}
         if letters:
             top = max(row[0] for row in letters)
@@ -176,7 +218,7 @@ class Store:
         # few batches start carefully.  Either way the same rows end up stored.
         careful = self._careful_batches > 0
         self._careful_batches = max(0, self._careful_batches - 1)
-        clock = self._clock_after(records)
+        clock = self._clock_after(batch.timestamps)
         while True:
             try:
                 self._transaction(cur, partition, kinds, letters, next_offset, careful, result, clock)
@@ -187,9 +229,10 @@ class Store:
                 careful, self._careful_batches = True, _CAREFUL_BATCHES
         self._raise_max(tops)
 
-    def _clock_after(self, records: Sequence[Record]) -> dt.datetime | None:
-        """The log's clock once ``records`` are projected (records without a time: 0)."""
-        newest = _EPOCH + dt.timedelta(milliseconds=max(map(_timestamp, records)))
+    def _clock_after(self, timestamps: Sequence[int]) -> dt.datetime | None:
+        """The log's clock once records with these append ``timestamps`` are projected
+        (records without a time: 0)."""
+        newest = _EPOCH + dt.timedelta(milliseconds=max(timestamps))
         return newest if self._clock is None else max(self._clock, newest)
 
     def _cutoff(self, clock: dt.datetime | None) -> dt.datetime | None:
@@ -230,15 +273,15 @@ class Store:
                 else:
                     duplicates += count - added
             if letters:
-                before = cur.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+                before = one_row(cur.execute("SELECT count(*) FROM dead_letters").fetchone())[0]
                 cur.executemany("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?)", letters)
-                added = cur.execute("SELECT count(*) FROM dead_letters").fetchone()[0] - before
+                added = one_row(cur.execute("SELECT count(*) FROM dead_letters").fetchone())[0] - before
                 dead += added
                 if added:
                     inserted["dead_letters"] = inserted.get("dead_letters", 0) + added
             if cutoff is not None and oldest is not None and oldest < cutoff:
-                expired = cur.execute("DELETE FROM dead_letters WHERE ts < ?", [cutoff]).fetchone()[0]
-                oldest = cur.execute("SELECT min(ts) FROM dead_letters").fetchone()[0]
+                expired = one_row(cur.execute("DELETE FROM dead_letters WHERE ts < ?", [cutoff]).fetchone())[0]
+                oldest = one_row(cur.execute("SELECT min(ts) FROM dead_letters").fetchone())[0]
             self._save_position(cur, partition, next_offset)
             cur.execute("COMMIT")
         except BaseException:
@@ -265,13 +308,13 @@ class Store:
             sql = sql.split(" QUALIFY ")[0]
         known = self._max_id.get(table)
         if not careful or known is None or low > known:  # ids above every stored id cannot conflict
-            return cur.execute(sql.replace("@VERB", "").replace("@COND", "")).fetchone()[0]
+            return one_row(cur.execute(sql.replace("@VERB", "").replace("@COND", "")).fetchone())[0]
         if high <= known:
-            return cur.execute(sql.replace("@VERB", "OR IGNORE").replace("@COND", "")).fetchone()[0]
+            return one_row(cur.execute(sql.replace("@VERB", "OR IGNORE").replace("@COND", "")).fetchone())[0]
         # UUIDv7 ids arrive mostly ascending: only those below the maximum pay for ON CONFLICT.
-        added = cur.execute(sql.replace("@VERB", "").replace("@COND", "AND id > ?"), [known]).fetchone()[0]
-        return added + cur.execute(sql.replace("@VERB", "OR IGNORE").replace("@COND", "AND id <= ?"),
-                                   [known]).fetchone()[0]
+        added = one_row(cur.execute(sql.replace("@VERB", "").replace("@COND", "AND id > ?"), [known]).fetchone())[0]
+        return added + one_row(cur.execute(sql.replace("@VERB", "OR IGNORE").replace("@COND", "AND id <= ?"),
+                                           [known]).fetchone())[0]
 
     def dead_letter(self, record: Record, reason: str) -> ProjectResult:
         """Store ``record`` as a dead letter with ``reason`` and move past it, atomically.
@@ -292,9 +335,9 @@ class Store:
                 result.skipped, result.next_offset = 1, position
                 return result
             bad = [(record.offset, reason, None, None, None)]
-            letters = dead_letter_rows(record.partition, [record], [record.offset], bad)
+            letters = dead_letter_rows(RecordBatch.from_records([record]), bad)
             self._transaction(self._writer, record.partition, [], letters, record.offset + 1, True, result,
-                              self._clock_after([record]))
+                              self._clock_after([record.timestamp_ms]))
             self._raise_max({"dead_letters": letters[0][0]})
             self._positions[record.partition] = result.next_offset = record.offset + 1
             return result
@@ -351,6 +394,8 @@ class Store:
             ValueError: ``cursor`` is not one this method made, or a bound is not a time.
         """
         limit = max(1, min(int(limit), MAX_LIMIT))
+        where: list[str]
+        params: list[Any]
         where, params = ["tenant = ?"], [tenant]
         _equal(where, params, (("program", program), ("module", module), ("route", route), ("status", status)))
         if since is not None:
@@ -429,6 +474,8 @@ class Store:
             ValueError: a bound is not an ISO 8601 time.
         """
         limit = max(1, min(int(limit), MAX_LIMIT))
+        where: list[str]
+        params: list[Any]
         where, params = ["tenant = ?", "window_size = ?"], [tenant, window_size]
         _equal(where, params, (("program", program), ("module", module), ("route", route), ("model", model)))
         if since is not None:
@@ -469,6 +516,8 @@ class Store:
             ValueError: ``since`` is not an ISO 8601 time.
         """
         limit = max(1, min(int(limit), MAX_LIMIT))
+        where: list[str]
+        params: list[Any]
         where, params = ["tenant = ?"], [tenant]
         _equal(where, params, (("program", program), ("signal_type", signal_type), ("state", state)))
         if since is not None:
@@ -513,13 +562,13 @@ class Store:
         """Rows per projected table (event tables and ``dead_letters``), all tenants."""
         tables = sorted(_QUERY_TABLES)
         with self._cursor() as cur:
-            row = cur.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in tables)).fetchone()
+            row = one_row(cur.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in tables)).fetchone())
         return dict(zip(tables, row))
 
     def dead_letter_count(self) -> int:
         """Rows in ``dead_letters``, all tenants."""
         with self._cursor() as cur:
-            return cur.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+            return one_row(cur.execute("SELECT count(*) FROM dead_letters").fetchone())[0]
 
     def stats(self) -> dict[str, Any]:
         """The store's own figures for ``/v1/stats``: dead letters stored (all tenants),
@@ -568,6 +617,18 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def one_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate without GROUP
+    BY, a DELETE's count).
+
+    Raises:
+        RuntimeError: DuckDB returned no row, which such a query never does.
+    """
+    if row is None:
+        raise RuntimeError("a single-row query returned no row")
+    return row
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from adaptd.streams.log.base import CorruptLog, LogClosed, LogError, LogStats, Record, StreamLog
+from adaptd.streams.log.base import CorruptLog, LogClosed, LogError, LogStats, Record, RecordBatch, StreamLog
 
-__all__ = ["CorruptLog", "LogClosed", "LogError", "LogStats", "Record", "StreamLog", "open_log"]
+__all__ = ["CorruptLog", "LogClosed", "LogError", "LogStats", "Record", "RecordBatch", "StreamLog", "open_log"]
 
 
 def open_log(url: str, data_dir: Path, **options: Any) -> StreamLog:

@@ -9,8 +9,11 @@ consumer groups store their position durably.
 from __future__ import annotations
 
 import abc
+from array import array
+from bisect import bisect_left
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 
 class LogError(Exception):
@@ -53,6 +56,69 @@ class Record:
     value: bytes
     partition: int = 0
     timestamp_ms: int = 0
+
+
+@dataclass(slots=True)
+class RecordBatch:
+    """Records of one partition read in one call, held as flat buffers (treat as read-only).
+
+    Bulk readers (projector, replay) take a batch this way so that no Python object is
+    made per record: ``data`` holds the payloads back to back, ``bounds`` their limits
+    (``bounds[i]:bounds[i + 1]`` is record ``i``; ``bounds[0] == 0``), ``offsets`` and
+    ``timestamps`` one int64 each.  The three arrays are ``array('q')``, so they hand
+    their memory to Arrow or numpy without a copy.  An empty batch has ``bounds == [0]``.
+    """
+
+    partition: int
+    offsets: array
+    data: bytes
+    bounds: array
+    timestamps: array
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def value(self, i: int) -> bytes:
+        """The payload of record ``i`` (a new bytes object)."""
+        return self.data[self.bounds[i]:self.bounds[i + 1]]
+
+    def values(self) -> list[bytes]:
+        """Every payload as bytes (one object per record: for the slow paths only)."""
+        data, bounds = self.data, self.bounds
+        return [data[bounds[i]:bounds[i + 1]] for i in range(len(self.offsets))]
+
+    def records(self) -> list[Record]:
+        """The batch as :class:`Record` objects (one per record: for the slow paths only)."""
+        return list(map(Record, self.offsets, self.values(), [self.partition] * len(self), self.timestamps))
+
+    def since(self, offset: int) -> RecordBatch:
+        """The records at or after ``offset`` (offsets ascend); ``self`` when that is all."""
+        i = bisect_left(self.offsets, offset)
+        if i == 0:
+            return self
+        start = self.bounds[i]
+        return RecordBatch(self.partition, self.offsets[i:], self.data[start:],
+                           array("q", (b - start for b in self.bounds[i:])), self.timestamps[i:])
+
+    @classmethod
+    def of(cls, partition: int, offsets: array, chunks: list, timestamps: array) -> RecordBatch:
+        """A batch from payload pieces (bytes or memoryviews, joined in one copy)."""
+        return cls(partition, offsets, b"".join(chunks), array("q", accumulate(map(len, chunks), initial=0)),
+                   timestamps)
+
+    @classmethod
+    def from_records(cls, records: list[Record], partition: int | None = None) -> RecordBatch:
+        """A batch holding ``records`` (in their order; they share one partition).
+
+        Raises:
+            ValueError: the records come from more than one partition.
+        """
+        if partition is None:
+            partition = records[0].partition if records else 0
+        if any(r.partition != partition for r in records):
+            raise ValueError("a RecordBatch holds records of one partition")
+        return cls.of(partition, array("q", [r.offset for r in records]), [r.value for r in records],
+                      array("q", [r.timestamp_ms for r in records]))
 
 
 @dataclass(slots=True)
@@ -101,6 +167,14 @@ class StreamLog(abc.ABC):
         Never blocks: returns ``[]`` when nothing at or after ``offset`` is durable yet.
         An offset below the log start (removed by retention) reads from the log start.
         """
+
+    def read_batch(self, offset: int, max_records: int = 1000, partition: int = 0) -> RecordBatch:
+        """Like :meth:`read`, as one :class:`RecordBatch` (empty when ``read`` gives ``[]``).
+
+        The default wraps ``read``; backends override it to skip the per-record objects.
+        Same errors as ``read``.
+        """
+        return RecordBatch.from_records(self.read(offset, max_records, partition), partition)
 
     @abc.abstractmethod
     def end_offset(self, partition: int = 0) -> int:

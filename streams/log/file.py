@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from adaptd.streams.log import framing
-from adaptd.streams.log.base import LogClosed, LogError, LogStats, Record, StreamLog
+from adaptd.streams.log.base import LogClosed, LogError, LogStats, Record, RecordBatch, StreamLog
 from adaptd.streams.log.disk import Disk
 from adaptd.streams.log.positions import Positions, check_group
 from adaptd.streams.log.segment import Segment, fsync_dir, list_bases, segment_path
@@ -237,23 +238,48 @@ class FileLog(StreamLog):
             LogError: a frame is damaged, a segment is shorter than its offsets say, or
                 reading failed.
         """
+        values: list[bytes] = []
+        stamps: list[int] = []
+        first = self._read_checked(offset, max_records, partition, values, stamps, views=False)
+        offsets = range(first, first + len(values))
+        return list(map(Record, offsets, values, repeat(0), stamps))
+
+    def read_batch(self, offset: int, max_records: int = 1000, partition: int = 0) -> RecordBatch:
+        """Like :meth:`read` (same records, same checks: every frame's CRC and offset), as
+        one :class:`RecordBatch`: payloads are gathered into one buffer with a single copy,
+        without a Python object per record.  Empty at or past the end.
+
+        Raises:
+            ValueError, LogClosed, LogError: as ``read``.
+        """
+        chunks: list[memoryview] = []
+        stamps = array("q")
+        first = self._read_checked(offset, max_records, partition, chunks, stamps, views=True)
+        batch = RecordBatch.of(0, array("q", range(first, first + len(chunks))), chunks, stamps)
+        chunks.clear()  # release the views of the read buffers at once
+        return batch
+
+    def _read_checked(self, offset: int, max_records: int, partition: int, values: list, stamps: list[int] | array,
+                      *, views: bool) -> int:
+        """Check the arguments and read under the read lock (see ``_read_into``); 0 records
+        for ``max_records <= 0``."""
         _check_partition(partition)
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
         if max_records <= 0:
-            return []
-        values: list[bytes] = []
-        stamps: list[int] = []
+            return offset
         with self._io_lock:
             try:
-                first = self._read_into(offset, max_records, values, stamps)
+                return self._read_into(offset, max_records, values, stamps, views)
             except OSError as exc:
                 raise LogError(f"cannot read {self.path}: {exc}") from exc
-        offsets = range(first, first + len(values))
-        return list(map(Record, offsets, values, repeat(0), stamps))
 
-    def _read_into(self, offset: int, max_records: int, values: list[bytes], stamps: list[int]) -> int:
-        """Append the payloads/timestamps read() returns; return the first offset (under the read lock)."""
+    def _read_into(self, offset: int, max_records: int, values: list, stamps: list[int] | array,
+                   views: bool = False) -> int:
+        """Append the payloads/timestamps read() returns; return the first offset (under the read lock).
+
+        With ``views`` the payloads are memoryviews of the read buffers (see framing.decode).
+        """
         with self._lock:
             if self._closed:
                 raise LogClosed(f"log {self.path} is closed")
@@ -274,7 +300,8 @@ class FileLog(StreamLog):
             take = min(want - len(values), stop - offset)
             if take > 0:
                 start = pos
-                pos = segment.read_frames(pos, limit, offset, take, values, stamps, self._frame_estimate)
+                pos = segment.read_frames(pos, limit, offset, take, values, stamps, self._frame_estimate,
+                                          views=views)
                 self._frame_estimate = (pos - start) // take + 1
                 offset = first + len(values)
             if len(values) >= want:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import MutableSequence
 from typing import NamedTuple
 
 HEADER = struct.Struct("<IIQQ")
@@ -103,8 +104,10 @@ def decode(
     pos: int,
     offset: int,
     max_records: int,
-    values: list[bytes],
-    timestamps: list[int],
+    values: list,
+    timestamps: MutableSequence[int],
+    *,
+    views: bool = False,
 ) -> int:
     """Decode whole frames from ``buf[pos:]``, checking CRCs and the offset sequence.
 
@@ -117,8 +120,9 @@ def decode(
         pos: where a frame starts in ``buf``.
         offset: the offset the frame at ``pos`` must carry.
         max_records: most frames to decode.
-        values: payloads are appended here (as new bytes objects).
-        timestamps: their timestamps are appended here.
+        values: payloads are appended here: new bytes objects, or with ``views`` memoryviews
+            into ``buf`` (no copy; for a bulk reader that joins them once).
+        timestamps: their timestamps are appended here (a list or an ``array('q')``).
 
     Returns:
         The position just past the last decoded frame (``pos`` if none was decoded).
@@ -128,6 +132,7 @@ def decode(
     """
     # The hot read path: locals only, one unpack, one CRC and one slice per record.
     view = memoryview(buf)
+    source = view if views else buf
     size = len(buf)
     unpack = HEADER.unpack_from
     crc32 = zlib.crc32
@@ -144,7 +149,7 @@ def decode(
             raise FrameError(pos, f"frame carries offset {frame_offset}, expected {offset}")
         if crc32(view[pos + 8 : end]) != crc:
             raise FrameError(pos, f"CRC mismatch in the frame of offset {offset}")
-        add_value(buf[start:end])
+        add_value(source[start:end])
         add_ts(ts)
         offset += 1
         pos = end

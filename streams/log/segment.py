@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from bisect import bisect_right
+from collections.abc import MutableSequence
 from operator import itemgetter
 from pathlib import Path
 
@@ -99,8 +100,8 @@ class Segment:
             self.fd = None
 
     def read_frames(
-        self, pos: int, limit: int, offset: int, take: int, values: list[bytes], stamps: list[int],
-        frame_estimate: int,
+        self, pos: int, limit: int, offset: int, take: int, values: list, stamps: MutableSequence[int],
+        frame_estimate: int, *, views: bool = False,
     ) -> int:
         """Decode ``take`` frames starting at byte ``pos``, which holds ``offset``.
 
@@ -111,6 +112,7 @@ class Segment:
             take: how many frames to decode (all of them must be there).
             values, stamps: payloads and timestamps are appended here.
             frame_estimate: typical frame size, to size the reads.
+            views: append payloads as memoryviews of the read buffers (see framing.decode).
 
         Returns:
             The byte position just past the last decoded frame.
@@ -132,7 +134,7 @@ class Segment:
                 raise LogError(f"{self.path} is shorter than its {limit} durable bytes")
             count = len(values)
             try:
-                used = framing.decode(buf, 0, offset, target - count, values, stamps)
+                used = framing.decode(buf, 0, offset, target - count, values, stamps, views=views)
             except framing.FrameError as exc:
                 raise LogError(f"corrupt frame in {self.path} at byte {pos + exc.position}: {exc.reason}") from None
             if used == 0:  # the next frame is larger than this read
