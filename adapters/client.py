@@ -1,9 +1,9 @@
 """The batching client: the caller's thread enqueues, one worker thread does the rest.
 
 Modelled on OpenTelemetry's ``BatchProcessor`` (``sdk/_shared_internal``): ``emit()``
-appends a raw tuple to a bounded deque and returns; a daemon worker, woken by a timer or
-early when a full batch waits, turns tuples into validated events (``adaptd.adapters.encode``)
-and hands batches to ``adaptd.adapters.delivery``, which exports them (the exporter decides
+appends a raw tuple (``emit_record()``: an integration's self-building record) to a
+bounded deque and returns; a daemon worker, woken by a timer or early when a full batch
+waits, turns them into events (``adaptd.adapters.encode``) and hands batches to ``adaptd.adapters.delivery``, which exports them (the exporter decides
 *how*), retries, spills to a local file (``adaptd.adapters.spill``) when the daemon is
 unreachable and re-sends later. Nothing here raises into, or blocks, the host.
 """
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 from adaptd.adapters.delivery import Delivery
-from adaptd.adapters.encode import BUILT, NO_POSITIONAL, InvalidEvent, encode, validate_batch
+from adaptd.adapters.encode import BUILT, NO_POSITIONAL, InvalidEvent, Record, encode, encode_record, validate_batch
 from adaptd.adapters.exporter import Backoff, Exporter, HttpExporter
 from adaptd.adapters.spill import Spill, default_spill_dir
 
@@ -150,7 +150,8 @@ class Client:
 
     def _init_runtime(self) -> None:
         """Queue, synchronisation, counters and worker: everything a fork must renew."""
-        self._q: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=self._max_queue)
+        # Items: tuples from emit() / emit_dict() / emit_built(), or records (emit_record()).
+        self._q: collections.deque[Any] = collections.deque(maxlen=self._max_queue)
         # emit() takes its slow path once len(queue) reaches this: a full batch is about
         # to wait (wake the worker), the queue is full (count the drop) or, at -1, shut.
         self._check_at = -1 if self._closed else min(self._max_batch - 1, self._max_queue)
@@ -253,6 +254,20 @@ class Client:
         if len(q) >= self._check_at and not self._emit_slow(len(q)):
             return
         q.append((kind, self._now_ns(), fields, BUILT))
+
+    def emit_record(self, record: Record, /) -> None:
+        """Enqueue an event that builds itself on the worker (``adaptd.adapters.encode.Record``).
+
+        For integrations that record calls (the DSPy callback): the queued object is the
+        record itself, nothing else is allocated here, and like ``emit_built()`` the
+        worker sends the event without validating it first (the daemon does). A record
+        whose ``to_json`` raises is dropped and counted (``dropped_invalid``). Same
+        guarantees as ``emit()``: never raises, never blocks, oldest dropped when full.
+        """
+        q = self._q
+        if len(q) >= self._check_at and not self._emit_slow(len(q)):
+            return
+        q.append(record)
 
     def feedback(
         self,
@@ -425,9 +440,13 @@ class Client:
             n -= len(items)
             self._c["popped"] += len(items)
             kinds, lines, checked = [], [], []
+            source, max_bytes = self._source, self._max_event_bytes
             for item in items:
                 try:
-                    line = encode(item, self._source, self._max_event_bytes)
+                    if type(item) is not tuple:  # a record: builds itself, not validated here
+                        lines.append(encode_record(item, source, max_bytes))
+                        continue
+                    line = encode(item, source, max_bytes)
                 except InvalidEvent as exc:
                     self._drop_invalid(str(exc))
                     continue

@@ -4,18 +4,27 @@
 references, clocks and ids. The functions here run later on the SDK's worker thread
 (through ``adaptd.adapters.encode.DEFER``): features of inputs and outputs, module paths,
 signatures, and cost from LiteLLM's price map when the provider gave none.
+
+Text sketches (``hv``) are most of that work. ``TextSketchSampler`` bounds them when the
+program makes more calls per second than drift detection needs: whole call trees are
+then sketched at a rate of ``1 / 2**level``, and their events say so
+(``attrs.text_sketch_rate``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import weakref
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from adaptd.streams.features import features
+import orjson
+
+from adaptd.streams.features import features, sketch
 
 #: Raw-content hook: ``redact(field_name, value) -> value`` (return a placeholder to hide).
 Redactor = Callable[[str, Any], Any]
@@ -44,6 +53,116 @@ def _features_once(value: Any) -> dict[str, Any]:
             _recent.clear()
         _recent[id(value)] = (value, out)
     return out
+
+
+_JSON_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+#: Serialized features of recent strings, by identity, with and without the text sketch
+#: (``feature_fragments``). Worker thread only. Entries hold a string and bytes, neither
+#: tracked by the garbage collector, so a full cache costs no collection time.
+_recent_json: tuple[dict[int, tuple[Any, orjson.Fragment]], dict[int, tuple[Any, orjson.Fragment]]] = ({}, {})
+
+
+#: Entries of each cache above. A string is carried by events that follow each other
+#: (a module's inputs are its submodule's), so a short memory finds it; a long one would
+#: only cost its upkeep.
+_RECENT_JSON_MAX = 64
+
+
+def _str_features_json(value: str, text_sketch: bool) -> orjson.Fragment:
+    cache = _recent_json[text_sketch]
+    hit = cache.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    if text_sketch:
+        data = orjson.dumps(features(value))
+    else:  # ``features(value)`` without its "hv", as orjson writes it (same keys, order)
+        digest = sketch(value.encode("utf-8", "surrogatepass"))
+        data = ('{"type":"str","len":%d,"sketch":"%s"}' % (len(value), digest)).encode()
+    frag = orjson.Fragment(data)
+    if len(cache) >= _RECENT_JSON_MAX:
+        cache.clear()
+    cache[id(value)] = (value, frag)
+    return frag
+
+
+def feature_fragments(values: Mapping[str, Any] | None, text_sketch: bool = True) -> dict[str, Any]:
+    """``describe_values(values, False, None)`` with each value's features pre-serialized.
+
+    Per name, an ``orjson.Fragment`` of its features' JSON (what ``orjson.dumps`` of
+    ``features(value)`` gives), which ``orjson.dumps`` copies into an event as it is: a
+    string's features are built and serialized once however many events carry it (a
+    Predict's answer is also its ChainOfThought's). ``text_sketch=False`` leaves strings'
+    ``hv`` out (sampled out). Empty or None ``values`` give ``{}``; never raises for a
+    value whose features cannot be serialized (it gets ``{"type": ...}``).
+    """
+    if not values:
+        return {}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if type(value) is str:
+            out[str(name)] = _str_features_json(value, text_sketch)
+            continue
+        feats = _features_once(value)
+        if not text_sketch and "hv" in feats:  # a str subclass
+            feats = {k: v for k, v in feats.items() if k != "hv"}
+        try:
+            out[str(name)] = orjson.Fragment(orjson.dumps(feats, default=str, option=_JSON_OPTS))
+        except (TypeError, orjson.JSONEncodeError):
+            out[str(name)] = {"type": feats.get("type")}
+    return out
+
+
+#: Deepest sampling level: at most 1 call tree in 1,024 sketched.
+MAX_SKETCH_LEVEL = 10
+
+
+class TextSketchSampler:
+    """Which call trees get text sketches, at a bounded number per second.
+
+    Text sketches are most of the worker's cost per event. Drift detection needs a few
+    thousand per window of minutes (its own processor thins executions beyond
+    ``sample_target``), so a program making more calls per second than ``per_second``
+    needs only a sample of them sketched. The level of each event-time second follows
+    the number of call trees started in the second before: ``level`` is the smallest
+    ``k`` with ``count / 2**k <= per_second`` (0 after an idle second), and a tree is
+    sketched when the low ``level`` bits of ``crc32(its id)`` are zero, the same rule
+    the drift processor thins by, so the executions it observes keep their sketches.
+    Deterministic given the calls' ids and start times. Worker thread only.
+    """
+
+    __slots__ = ("per_second", "_second", "_count", "_level")
+
+    def __init__(self, per_second: float | None) -> None:
+        """Args:
+        per_second: Call trees per second sketched in full; None or <= 0: always all.
+        """
+        self.per_second = per_second if per_second and per_second > 0 else None
+        self._second = -2
+        self._count = 0
+        self._level = 0
+
+    def level(self, start_ns: int) -> int:
+        """Count a call tree started at ``start_ns`` (epoch nanoseconds); its level.
+
+        Trees are expected roughly in start order; one from an earlier second than the
+        latest seen gets the current level.
+        """
+        if self.per_second is None:
+            return 0
+        second = start_ns // 1_000_000_000
+        if second > self._second:
+            before = self._count if second == self._second + 1 else 0
+            over = before / self.per_second
+            self._level = min(MAX_SKETCH_LEVEL, math.ceil(math.log2(over))) if over > 1 else 0
+            self._second, self._count = second, 0
+        self._count += 1
+        return self._level
+
+
+def sketched(tree_id: str, level: int) -> bool:
+    """Whether the call tree ``tree_id`` is in the ``1 / 2**level`` sample (``TextSketchSampler``)."""
+    return level <= 0 or not zlib.crc32(tree_id.encode()) & ((1 << level) - 1)
 
 
 def describe_values(values: Mapping[str, Any] | None, capture_content: bool, redact: Redactor | None) -> dict[str, Any]:

@@ -1,14 +1,20 @@
-"""Turning queued ``(kind, time_ns, fields)`` tuples into validated JSON events.
+"""Turning queued items into JSON events: ``(kind, time_ns, fields)`` tuples and records.
 
 This is the worker's half of ``emit()``: everything the caller's thread skipped (the
 UUIDv7, the timestamp, serialization, validation) happens here, away from the host's
 hot path. Pure functions of their inputs, apart from the UUIDv7's randomness.
+
+Integrations that record calls (the DSPy callback) may queue a *record* instead of a
+tuple: any object with a ``to_json(source) -> bytes`` method (``Record``), which builds
+its own event on the worker. One object per event instead of a tuple, a dict and a
+completer keeps fewer objects alive while events wait, which is what the host's garbage
+collector pays for.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import orjson
 import uuid_utils
@@ -120,6 +126,33 @@ def encode(item: tuple[Any, ...], source: str, max_bytes: int) -> bytes:
         raise InvalidEvent(f"{kind}: {type(exc).__name__}") from exc
     if len(line) > max_bytes:
         raise InvalidEvent(f"{kind}: larger than {max_bytes} bytes")
+    return line
+
+
+class Record(Protocol):
+    """A queued event that builds itself on the worker (see the module docstring)."""
+
+    def to_json(self, source: str) -> bytes:
+        """The event as one JSON object, with ``source`` unless it names its own.
+
+        May raise; the event is then dropped and counted as invalid.
+        """
+        ...
+
+
+def encode_record(record: Record, source: str, max_bytes: int) -> bytes:
+    """Serialize a queued record (``Record``) after checking its size.
+
+    Raises:
+        InvalidEvent: ``to_json`` raised (the reason names the record's class and the
+            exception's), or the event is larger than ``max_bytes``.
+    """
+    try:
+        line = record.to_json(source)
+    except Exception as exc:
+        raise InvalidEvent(f"{type(record).__name__}: {type(exc).__name__}") from exc
+    if len(line) > max_bytes:
+        raise InvalidEvent(f"{type(record).__name__}: larger than {max_bytes} bytes")
     return line
 
 

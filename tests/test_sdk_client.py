@@ -242,6 +242,50 @@ def test_built_events_skip_the_sdks_validation_and_keep_their_place_among_checke
     assert client.stats()["dropped_invalid"] == 1
 
 
+class Record:
+    """A queued event that builds itself (``adaptd.adapters.encode.Record``)."""
+
+    def __init__(self, seq: int, fail: bool = False, pad: int = 0) -> None:
+        self.seq, self.fail, self.pad = seq, fail, pad
+
+    def to_json(self, source: str) -> bytes:
+        if self.fail:
+            raise KeyError("broken record")
+        return json.dumps({"kind": "execution", "program": "qa", "seq": self.seq, "source": source,
+                           "pad": "x" * self.pad}).encode()  # fmt: skip
+
+
+def test_records_build_themselves_on_the_worker_and_keep_their_place_in_the_queue(make_client):
+    ex = InMemoryExporter()
+    client = make_client(exporter=ex, max_event_bytes=1000)
+    client.emit("execution", program="qa", seq=0)
+    client.emit_record(Record(1))
+    client.emit_record(Record(2, fail=True))  # to_json raises: dropped and counted, never raised
+    client.emit_record(Record(3, pad=2000))  # larger than max_event_bytes: dropped and counted
+    client.emit_built("execution", {"program": "qa", "seq": 4})
+    client.emit_record(Record(5))
+    assert client.flush(5)
+    assert seqs(ex) == [0, 1, 4, 5]
+    assert {e["source"] for e in ex.events} == {"adaptd-python"}
+    stats = client.stats()
+    assert stats["dropped_invalid"] == 2 and stats["exported"] == 4 and stats["enqueued"] == 6
+
+
+def test_records_obey_the_bounded_queue_oldest_dropped_and_counted(make_client):
+    ex = GateExporter()
+    client = make_client(exporter=ex, max_queue_size=3, max_batch_size=1)
+    client.emit_record(Record(0))
+    assert ex.entered.wait(5)  # the worker holds record 0 in an export; the queue is empty
+    for i in range(1, 6):
+        client.emit_record(Record(i))
+    ex.gate.set()
+    assert client.flush(5)
+    assert seqs(ex) == [0, 3, 4, 5] and client.stats()["dropped_queue_full"] == 2
+    client.shutdown(2)
+    client.emit_record(Record(6))
+    assert client.stats()["dropped_shutdown"] == 1
+
+
 def test_batches_are_split_to_respect_max_request_bytes(make_client):
     ex = InMemoryExporter()
     client = make_client(exporter=ex, max_request_bytes=1000)
