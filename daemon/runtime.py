@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from adaptd.daemon.adaptation.config import ProgramRouting
 from adaptd.daemon.adaptation.policy import RoutingPolicy
@@ -273,7 +273,7 @@ class Runtime:
                     reasons.append(f"{name}: failing ({part.errors} errors; last: {part.last_error})")
         return reasons
 
-    def tenant_stats(self, tenant: str) -> dict[str, object]:
+    def tenant_stats(self, tenant: str) -> dict[str, Any]:
         """``/v1/stats`` for a tenant that is not an admin: its own counters and nothing
         that tells about other tenants (no log offsets, totals or lags of the shared log).
 
@@ -289,7 +289,7 @@ class Runtime:
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         """The figures ``/v1/stats`` shows admins and ``adaptd status``: every counter of
         the daemon, per tenant too; alert sink URLs redacted (see alerts.redacted_stats)."""
         c = self.counters
