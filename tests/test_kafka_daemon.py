@@ -50,7 +50,7 @@ def test_acked_events_survive_kill_9_and_are_projected_from_kafka_exactly_once(
             acked += [e["id"] for e in batch]
     daemon.kill9()  # right after the last ack: projection may lag, Kafka holds the events
 
-    log = KafkaLog(kafka_bootstrap, f"{namespace}.events")
+    log = KafkaLog(kafka_bootstrap, f"{namespace}.events", pack=True)  # the daemon packs its appends
     try:
         in_kafka = {orjson.loads(r.value)["id"] for p in range(log.partitions) for r in log.read(0, 10_000, p)}
         partitions_used = sum(1 for p in range(log.partitions) if log.end_offset(p) > 0)

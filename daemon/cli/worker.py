@@ -47,8 +47,8 @@ def events_partitions(servers: str, namespace: str, timeout: float) -> int:
               help="Seconds without heartbeat before the group hands this worker's partitions to another.")
 @click.option("--standby-replicas", type=click.IntRange(0, 5), default=1, show_default=True,
               help="Workers keeping a warm copy of each partition's state.")
-@click.option("--batch", type=click.IntRange(1, 100_000), default=2000, show_default=True,
-              help="Most events per processing step.")
+@click.option("--batch", type=click.IntRange(1, 100_000), default=256, show_default=True,
+              help="Most Kafka messages per processing step (a packed message holds up to 4,095 events).")
 @click.option("--replication-factor", type=click.IntRange(1, 10), default=1, show_default=True,
               help="Replication of the topics the worker creates (its state changelog); 3 in production.")
 @click.option("--loglevel", default="warning", show_default=True, help="Faust's log level.")

@@ -9,14 +9,21 @@ Layout (names in streams.topics):
   position, watermark).  Its changelog partition is the source partition, so the worker
   that takes a partition over restores exactly that partition's state;
 - outputs: each processor's events go to ``<ns>.derived.<processor>``, keyed like the
-  source; the daemon's projector follows those topics into DuckDB.
+  source, packed per key and step; the daemon's projector follows those topics into DuckDB.
+
+The daemon's log packs a request's events of one partition into one Kafka message, in
+their order (``streams.kafka.packing``), so Faust's per-message cost is paid once per
+group: the agent takes messages in batches, unpacks them and folds each partition's
+events of a batch in one step.  Offsets and positions here are Kafka's (of messages):
+a message is folded whole or not at all.
 
 Per batch and partition the agent folds the records and sends the outputs (waiting for
-the broker's acks); every ``snapshot_every_records`` records or ``snapshot_every_s``
-seconds it stores the partition's state in the table, waits for the broker's ack of its
-changelog record, and only then acks the events that state holds (the stream is
-``noack``), so Faust never commits a source offset past a stored state.  A crash
-anywhere re-delivers records from the committed offset: those below the stored position
+the broker's acks); every ``snapshot_every_records`` events or ``snapshot_every_s``
+seconds, and as soon as it has folded everything the partition holds (at most every
+``snapshot_caught_up_s``), it stores the partition's state in the table, waits for the
+broker's ack of its changelog record, and only then acks the messages that state holds
+(the stream is ``noack``), so Faust never commits a source offset past a stored state.
+A crash anywhere re-delivers records from the committed offset: those below the stored position
 are skipped, the others give the same outputs with the same ids (the projector keeps one).
 
 A partition's records are folded only as an unbroken run of offsets from the state's
@@ -39,8 +46,10 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 
 from adaptd.streams.kafka.log_reader import PartitionReader
+from adaptd.streams.kafka.packing import pack, split
 from adaptd.streams.kafka.partition_fold import PartitionFold, next_run
 from adaptd.streams.kafka.topics import DEFAULT_NAMESPACE, derived_topic, events_topic, key_of_event
 from adaptd.streams.kafka.tuning import shorten_fetch_wait
@@ -60,13 +69,22 @@ Fetch = Callable[[int, int, int], Awaitable[list[Record]]]
 class WorkerOptions:
     """How the Faust worker talks to Kafka (defaults suit a real cluster)."""
 
-    batch: int = 5000
-    #: Longest wait for a batch to fill before processing what came.
-    batch_within_s: float = 0.5
-    #: A partition's state is stored (and its events acked) after this many records or
+    #: Most Kafka messages per step (a packed message holds up to 4,095 events).
+    batch: int = 256
+    #: Longest wait for a batch to fill before processing what came: short, since a few
+    #: packed messages already make a large step.
+    batch_within_s: float = 0.05
+    #: Kafka messages buffered per partition before Faust pauses fetching it (bounds a
+    #: worker's memory: packed messages are up to 512 KiB).
+    buffer_messages: int = 1024
+    #: A partition's state is stored (and its events acked) after this many events or
     #: seconds: a state is ~1 MB to pickle and send, so not after every batch.
     snapshot_every_records: int = 20_000
     snapshot_every_s: float = 2.0
+    #: Once a partition's state holds everything the broker has (its high watermark),
+    #: it is stored (and its messages committed) this soon after the last store: an
+    #: idle worker's commits trail its work by this much, not by ``snapshot_every_s``.
+    snapshot_caught_up_s: float = 0.5
     commit_interval_s: float = 2.0
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
@@ -122,7 +140,7 @@ class ProcessorApp:
             topic_partitions=partitions, web_enabled=False, processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest", broker_commit_interval=o.commit_interval_s,
             broker_session_timeout=o.session_timeout_s, broker_heartbeat_interval=o.heartbeat_interval_s,
-            table_standby_replicas=o.standby_replicas, producer_acks=-1, stream_buffer_maxsize=8192,
+            table_standby_replicas=o.standby_replicas, producer_acks=-1, stream_buffer_maxsize=o.buffer_messages,
             # Faust would wait, at every rebalance and at shutdown, for all events handed
             # to the agent to be acked: ours are acked only at the next stored state (up to
             # snapshot_every_s away, never once the timer stopped at shutdown: SIGTERM
@@ -149,8 +167,8 @@ class ProcessorApp:
         self.state_sink: StateSink = state_sink or self._send_changelog
         self.fetch: Fetch = fetch or self.read_missing
         self._brokers, self._partitions = ",".join(brokers), partitions
-        self.counters = {"records": 0, "skipped": 0, "outputs": 0, "batches": 0, "snapshots": 0, "holes": 0,
-                         "dropped": 0}
+        self.counters = {"records": 0, "events": 0, "skipped": 0, "outputs": 0, "batches": 0, "snapshots": 0,
+                         "holes": 0, "dropped": 0}
         self._clock = clock
         self._stream: Any = None
         #: Per source partition: the state folded so far, the events it holds unacked,
@@ -168,7 +186,8 @@ class ProcessorApp:
         # exactly (sender, partitions), which the receivers take.
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-        self.app.timer(max(0.1, self.options.snapshot_every_s / 2), name="snapshot_due")(self._tick)
+        self.app.timer(max(0.1, min(self.options.snapshot_every_s, self.options.snapshot_caught_up_s) / 2),
+                       name="snapshot_due")(self._tick)
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         """Drop live states of revoked partitions: their next owner restores the stored ones.
@@ -190,9 +209,20 @@ class ProcessorApp:
         logger.warning("adaptd worker: assigned %s partitions %s", topic, self.assigned)
 
     async def _send(self, outputs: list[tuple[str, dict]]) -> None:
-        """Send every output to its processor's topic and wait for all the acks."""
-        pending = [await self._topics[name].send(key=key_of_event(event), value=orjson.dumps(event))
-                   for name, event in outputs]
+        """Send every output to its processor's topic and wait for all the acks.
+
+        Packed (``streams.kafka.packing``): one message per (processor, key) of the step,
+        in emission order, keyed like the events, so Faust's per-message cost is paid per
+        group; the daemon's log unpacks them.  (Across keys the topic's order is not
+        the emission order: the projector stores each derived event by its id, in any
+        order.)"""
+        groups: dict[tuple[str, bytes], list[bytes]] = {}
+        for name, event in outputs:
+            groups.setdefault((name, key_of_event(event)), []).append(orjson.dumps(event))
+        pending = []
+        for (name, key), values in groups.items():
+            for _, part in split([0] * len(values), [len(v) for v in values]):
+                pending.append(await self._topics[name].send(key=key, value=pack([values[i] for i in part])))
         await asyncio.gather(*pending)
 
     async def _send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
@@ -274,20 +304,38 @@ class ProcessorApp:
             await self.app.crash(exc)
 
     async def snapshot_due(self) -> None:
-        """Store every live state whose cadence has come (records or seconds)."""
+        """Store every live state whose cadence has come (events or seconds; the shorter
+        ``snapshot_caught_up_s`` once its partition is caught up)."""
         for partition in list(self._live):
             if self._snapshot_due(partition):
                 await self.snapshot(partition)
 
     def _snapshot_due(self, partition: int) -> bool:
         since = self._since.get(partition, 0)
+        o = self.options
+        age = self._clock() - self._snapshot_at.get(partition, 0.0)
         return (since > 0 or bool(self._held.get(partition))) and (
-            since >= self.options.snapshot_every_records
-            or self._clock() - self._snapshot_at.get(partition, 0.0) >= self.options.snapshot_every_s)
+            since >= o.snapshot_every_records or age >= o.snapshot_every_s
+            or (age >= o.snapshot_caught_up_s and self._caught_up(partition)))
+
+    def _caught_up(self, partition: int) -> bool:
+        """Whether the live state holds every message the broker has in the partition
+        (by the high watermark of the consumer's last fetch); False when unknown (no
+        consumer, as under ``test_context()``).  Under a backlog states keep their
+        cadence; once the backlog is folded they are stored (and committed) promptly."""
+        state = self._live.get(partition)
+        if state is None or self.assigned is None:
+            return False
+        try:
+            high = self.app.consumer.highwater(TP(self.source.get_topic_name(), partition))
+        except Exception:
+            return False
+        return high is not None and state.position >= high
 
     async def process_partition(self, partition: int, records: list[Record], events: Sequence[Any] = ()) -> None:
-        """Fold ``records`` of one source partition and send the outputs (acked by the
-        broker before returning); store the state when the snapshot cadence says so.
+        """Fold ``records`` (Kafka messages, plain or packed) of one source partition and
+        send the outputs (acked by the broker before returning); store the state when the
+        snapshot cadence says so.
 
         ``events`` are the Faust events of the records (one each, or none): acked once a
         stored state holds them.  Records are folded as an unbroken run of offsets from
@@ -304,7 +352,9 @@ class ProcessorApp:
             self._snapshot_at.setdefault(partition, self._clock())
         try:
             run, filled = await self._unbroken(partition, state.position, records)
+            folded = state.records
             state, outputs = self.fold.fold(state, run)
+            events_folded = state.records - folded
             self._live[partition] = state
             self._held.setdefault(partition, []).extend(events)
             if outputs:
@@ -314,8 +364,9 @@ class ProcessorApp:
             raise
         self.counters["skipped"] += len(records) - (len(run) - filled)
         self.counters["records"] += len(run)
+        self.counters["events"] += events_folded
         self.counters["outputs"] += len(outputs)
-        self._since[partition] = self._since.get(partition, 0) + len(run)
+        self._since[partition] = self._since.get(partition, 0) + events_folded
         if self._snapshot_due(partition):
             await self.snapshot(partition)
 

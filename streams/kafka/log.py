@@ -10,6 +10,15 @@
 - **Keys**: records with a key (given, or computed by ``key_of`` from the value) go to
   the key's partition (murmur2, like the Java client and Faust); records without one go
   to partition 0, so a log used without keys is one ordered sequence.
+- **Packing** (``pack=True``, the daemon's log): a batch's records of one partition (by
+  their keys' murmur2, as unpacked) go out as one Kafka message, in their order
+  (``streams.kafka.packing``: cut past 4,095 records or ``pack_bytes``), so consumers
+  pay their per-message cost once per partition and batch instead of once per record.
+  Offsets are then the packed layout's log offsets: strictly increasing, consecutive
+  within a message, with a gap after each message; ``end_offset`` is where a reader that
+  read everything stands, as without packing.  Reads unpack; a plain message (Faust's
+  derived topics, a log written before packing) is one record.  Without packing, offsets
+  are Kafka's (consecutive).
 - **Reads** use hand-assigned consumers (one per reading thread, see kafka_reader) with
   seek: never a rebalance, never a block longer than fetching what is acknowledged.
 - **Positions** are committed to Kafka as the consumer group ``<group_prefix><group>``.
@@ -31,6 +40,7 @@ from concurrent.futures import Future
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from adaptd.streams.kafka.log_reader import PartitionReader, committed_offset
+from adaptd.streams.kafka.packing import MAX_BYTES, log_end, log_offset, message_of, pack, partition_of, split
 from adaptd.streams.log.base import LogClosed, LogError, LogStats, Record, StreamLog
 from adaptd.streams.log.positions import check_group
 
@@ -61,12 +71,14 @@ def parse_kafka_url(url: str) -> tuple[str, str | None]:
 
 
 class _Batch:
-    """Offsets of one submitted batch, filled in by delivery reports."""
+    """Offsets of one submitted batch, filled in by delivery reports (``missing`` counts
+    the Kafka messages not yet acknowledged)."""
 
     __slots__ = ("future", "offsets", "missing", "error", "nbytes")
 
-    def __init__(self, future: Future[list[int]], size: int, nbytes: int) -> None:
-        self.future, self.offsets, self.missing = future, [-1] * size, size
+    def __init__(self, future: Future[list[int]], size: int, nbytes: int, messages: int | None = None) -> None:
+        self.future, self.offsets = future, [-1] * size
+        self.missing = size if messages is None else messages
         self.error: LogError | None = None
         self.nbytes = nbytes
 
@@ -77,7 +89,7 @@ class KafkaLog(StreamLog):
     def __init__(self, bootstrap: str, topic: str, *, follow: Sequence[str] = (),
                  key_of: Callable[[bytes], bytes | None] | None = None, group_prefix: str = "adaptd.",
                  timeout: float = 10.0, fetch_timeout: float = 5.0, producer_config: dict | None = None,
-                 consumer_config: dict | None = None) -> None:
+                 consumer_config: dict | None = None, pack: bool = False, pack_bytes: int = MAX_BYTES) -> None:
         """Args:
             bootstrap: ``HOST:PORT[,HOST:PORT...]``.
             topic: the topic appends go to (log partitions ``0..n-1``).
@@ -88,6 +100,9 @@ class KafkaLog(StreamLog):
             timeout: longest wait for metadata, offsets and the final flush.
             fetch_timeout: longest wait in ``read`` for records already acknowledged.
             producer_config, consumer_config: extra librdkafka settings.
+            pack: one Kafka message per key and batch, packed-layout offsets (see the
+                module docstring); False: one message per record, Kafka's offsets.
+            pack_bytes: largest packed message (values' bytes).
 
         Raises:
             LogError: the cluster did not answer within ``timeout`` or a topic is missing.
@@ -95,6 +110,7 @@ class KafkaLog(StreamLog):
         self.bootstrap, self.topic, self.follow = bootstrap, topic, tuple(follow)
         self._key_of, self._prefix, self._timeout = key_of, group_prefix, timeout
         self._fetch_timeout = fetch_timeout
+        self.packed, self._pack_bytes = pack, pack_bytes
         base = {"bootstrap.servers": bootstrap, "log_level": 3}
         self._consumer_config = {**base, **(consumer_config or {})}
         self._producer = Producer({
@@ -109,6 +125,7 @@ class KafkaLog(StreamLog):
             self._producer.flush(0)
             raise
         self._own = sum(1 for t, _ in self._tps if t == topic)
+        self._partition_of: dict[bytes, int] = {}
         self.partitions = len(self._tps)
         self._meta = Consumer({**self._consumer_config, "group.id": f"{group_prefix}meta"})
         self._groups: dict[str, Consumer] = {}
@@ -159,6 +176,8 @@ class KafkaLog(StreamLog):
         record_keys: Sequence[bytes | None] | None = keys
         if record_keys is None and self._key_of is not None:
             record_keys = [self._key_of(bytes(v)) for v in values]
+        if self.packed:
+            return self._submit_packed(future, values, record_keys)
         batch = _Batch(future, len(values), sum(len(v) for v in values))
         with self._produce_lock:
             if self._closed:
@@ -175,13 +194,64 @@ class KafkaLog(StreamLog):
                     break
         return future
 
-    def _produce(self, value: bytes, key: bytes | None, callback: Callable) -> None:
-        """Produce one record; when the local queue is full, wait (bounded) for room."""
+    def _submit_packed(self, future: Future[list[int]], values: list[bytes],
+                       keys: Sequence[bytes | None] | None) -> Future[list[int]]:
+        """Produce one packed message per partition (and size cut) of the batch."""
+        sizes = [len(v) for v in values]
+        if keys is None:
+            partitions = [0] * len(values)
+        else:
+            cache, partitions = self._partition_of, []
+            for k in keys:
+                p = 0 if k is None else cache.get(k)
+                partitions.append(self._place(k) if p is None else p)
+        messages = split(partitions, sizes, self._pack_bytes)
+        batch = _Batch(future, len(values), sum(sizes), len(messages))
+        with self._produce_lock:
+            if self._closed:
+                future.set_exception(LogClosed(f"kafka log {self.topic!r} is closed"))
+                return future
+            self._pending += 1
+            for j, (partition, indices) in enumerate(messages):
+                value = pack([values[i] for i in indices])
+                try:
+                    self._produce(value, None, lambda err, msg, ix=indices: self._delivered_packed(batch, ix, err, msg),
+                                  partition)
+                except (BufferError, KafkaException) as exc:
+                    self._fail(batch, LogError(f"kafka producer refused the batch: {exc}"), len(messages) - j)
+                    break
+        return future
+
+    def _place(self, key: bytes | None) -> int:
+        """The partition of ``key`` (murmur2, like the producer's partitioner), cached:
+        keys are (tenant, program) pairs, few and recurring (the cache is cleared past
+        100,000 of them, so it stays bounded)."""
+        if key is None:
+            return 0
+        if len(self._partition_of) >= 100_000:
+            self._partition_of.clear()
+        partition = self._partition_of[key] = partition_of(key, self._own)
+        return partition
+
+    def _delivered_packed(self, batch: _Batch, indices: list[int], err: KafkaError | None, msg: object) -> None:
+        """Delivery report of the packed message holding records ``indices`` of ``batch``."""
+        if err is not None:
+            self._fail(batch, LogError(f"kafka did not acknowledge a record: {err.str()}"), 1)
+            return
+        offset: int = msg.offset()  # type: ignore[attr-defined]
+        n = len(indices)
+        for i, index in enumerate(indices):
+            batch.offsets[index] = log_offset(offset, i, n)
+        self._acknowledged(batch, msg.partition(), log_end(offset + 1))  # type: ignore[attr-defined]
+
+    def _produce(self, value: bytes, key: bytes | None, callback: Callable, partition: int = 0) -> None:
+        """Produce one record (without a key: to ``partition``); when the local queue is
+        full, wait (bounded) for room."""
         deadline = time.monotonic() + self._timeout
         while True:
             try:
                 if key is None:
-                    self._producer.produce(self.topic, value, partition=0, on_delivery=callback)
+                    self._producer.produce(self.topic, value, partition=partition, on_delivery=callback)
                 else:
                     self._producer.produce(self.topic, value, key, on_delivery=callback)
                 return
@@ -196,10 +266,13 @@ class KafkaLog(StreamLog):
             self._fail(batch, LogError(f"kafka did not acknowledge a record: {err.str()}"), 1)
             return
         batch.offsets[i] = msg.offset()  # type: ignore[attr-defined]
-        partition = msg.partition()  # type: ignore[attr-defined]
+        self._acknowledged(batch, msg.partition(), msg.offset() + 1)  # type: ignore[attr-defined]
+
+    def _acknowledged(self, batch: _Batch, partition: int, end: int) -> None:
+        """One more message of ``batch`` acknowledged, ending at log offset ``end``."""
         with self._acked:
-            if msg.offset() + 1 > self._acked_end[partition]:  # type: ignore[attr-defined]
-                self._acked_end[partition] = msg.offset() + 1  # type: ignore[attr-defined]
+            if end > self._acked_end[partition]:
+                self._acked_end[partition] = end
             batch.missing -= 1
             done = batch.missing == 0 and batch.error is None
             if done:
@@ -237,7 +310,7 @@ class KafkaLog(StreamLog):
             if self._closed:
                 raise LogClosed(f"kafka log {self.topic!r} is closed")
             reader = PartitionReader({**self._consumer_config, "group.id": f"{self._prefix}reader"},
-                                     self._tps, fetch_timeout=self._fetch_timeout)
+                                     self._tps, fetch_timeout=self._fetch_timeout, packed=self.packed)
             self._local.reader = reader
             with self._groups_lock:
                 self._readers.append(reader)
@@ -268,14 +341,18 @@ class KafkaLog(StreamLog):
             raise LogError(f"kafka offsets of {topic}[{part}] unavailable: {exc}") from None
 
     def end_offset(self, partition: int = 0) -> int:
-        """The broker's high watermark (a network round trip), at least what we saw acked."""
+        """The broker's high watermark (a network round trip), at least what we saw acked
+        (as a log offset: see the module docstring on packing)."""
         self._check_partition(partition)
-        return max(self._acked_end[partition], self._watermarks(partition)[1])
+        return max(self._acked_end[partition], self._log_end(self._watermarks(partition)[1]))
 
     def start_offset(self, partition: int = 0) -> int:
-        """The broker's low watermark (a network round trip)."""
+        """The broker's low watermark (a network round trip), as a log offset."""
         self._check_partition(partition)
-        return self._watermarks(partition)[0]
+        return self._log_end(self._watermarks(partition)[0])
+
+    def _log_end(self, kafka_offset: int) -> int:
+        return log_end(kafka_offset) if self.packed else kafka_offset
 
     def wait(self, offset: int, timeout: float, partition: int = 0) -> bool:
         """Wait for ``offset`` to be acknowledged: woken by our own acks at once, and asks
@@ -321,8 +398,12 @@ class KafkaLog(StreamLog):
         self._check_partition(partition)
         consumer = self._group(group)
         topic, part = self._tps[partition]
+        # Packed: Kafka stores the message to resume from (what lag monitors read), the
+        # metadata the exact log offset (a position inside a message).
+        tp = (TopicPartition(topic, part, message_of(offset), metadata=str(offset)) if self.packed
+              else TopicPartition(topic, part, offset))
         try:
-            answer = consumer.commit(offsets=[TopicPartition(topic, part, offset)], asynchronous=False)
+            answer = consumer.commit(offsets=[tp], asynchronous=False)
         except KafkaException as exc:
             raise LogError(f"cannot commit {group!r} to kafka: {exc}") from None
         for tp in answer or ():
@@ -343,7 +424,13 @@ class KafkaLog(StreamLog):
             [tp] = consumer.committed([TopicPartition(topic, part)], timeout=self._timeout)
         except KafkaException as exc:
             raise LogError(f"cannot read {group!r}'s position from kafka: {exc}") from None
-        return committed_offset(tp)
+        at = committed_offset(tp)
+        if at is None or not self.packed:
+            return at
+        exact = tp.metadata or ""
+        if exact.isdigit() and message_of(int(exact)) == at:
+            return int(exact)
+        return log_end(at)
 
     # ------------------------------------------------------------------ the rest
 

@@ -11,7 +11,9 @@ def open_kafka_log(url: str) -> KafkaLog:
 
     Partitions ``0..n-1`` are the events topic (appends keyed by (tenant, program)); the
     derived topics' partitions follow, so the projector reads the workers' outputs too.
-    Consumer groups are named ``<namespace>.<group>``.
+    Consumer groups are named ``<namespace>.<group>``.  Appends are packed: one Kafka
+    message per (tenant, program) of a batch (``streams.kafka.packing``), which is what
+    lets the workers fold tens of thousands of events a second.
 
     Raises:
         LogError: bad url, cluster unreachable, or a topic missing.
@@ -19,4 +21,4 @@ def open_kafka_log(url: str) -> KafkaLog:
     servers, namespace = parse_kafka_url(url)
     ns = namespace or DEFAULT_NAMESPACE
     return KafkaLog(servers, events_topic(ns), follow=[derived_topic(p, ns) for p in DERIVED_PROCESSORS],
-                    key_of=event_key, group_prefix=f"{ns}.")
+                    key_of=event_key, group_prefix=f"{ns}.", pack=True)

@@ -6,7 +6,10 @@ watermarks, run source processors then derived ones), with the partition's posit
 watermark kept inside the state, so that the state, stored in a Faust table, says by
 itself which records it already holds:
 
-- records below ``state.position`` are skipped (a redelivery after a crash or a
+- the fold takes Kafka messages (``Record``s with the Kafka offset), each holding one
+  event or, packed by the daemon's log (``streams.kafka.packing``), several; the
+  position is a Kafka offset, so a message is folded whole or not at all;
+- messages below ``state.position`` are skipped (a redelivery after a crash or a
   rebalance is a no-op, never counted twice);
 - outputs carry deterministic ids, so re-running records the state had not yet stored
   gives the very same derived events, which the projector keeps once.
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adaptd.streams.kafka.packing import log_offset, unpack
 from adaptd.streams.log.base import Record
 from adaptd.streams.processors.base import NO_WATERMARK
 from adaptd.streams.processors.pipeline import Pipeline
@@ -36,10 +40,26 @@ class PartitionState:
     """Everything one partition's processing depends on (pickled into a Faust table)."""
 
     config: dict[str, Any]
+    #: The Kafka offset of the next message to fold.
     position: int = 0
     high: int = NO_WATERMARK
     states: dict[str, Any] = field(default_factory=dict)
+    #: Events folded (a packed message holds several).
     records: int = 0
+
+
+def unpacked(messages: Sequence[Record]) -> list[Record]:
+    """The events of ``messages`` (Kafka offsets) as records, in order, with the packed
+    layout's log offsets (see ``streams.kafka.packing``); a plain message is one event."""
+    out: list[Record] = []
+    for m in messages:
+        values = unpack(m.value)
+        if values is None:
+            out.append(Record(log_offset(m.offset, 0, 1), m.value, m.partition, m.timestamp_ms))
+            continue
+        n, k, partition, stamp = len(values), m.offset, m.partition, m.timestamp_ms
+        out += [Record(log_offset(k, i, n), v, partition, stamp) for i, v in enumerate(values)]
+    return out
 
 
 def next_run(position: int, records: Sequence[Record]) -> tuple[list[Record], int]:
@@ -81,11 +101,12 @@ class PartitionFold:
         return PartitionState(config=self.config, states=self.pipeline.initial_states())
 
     def fold(self, state: PartitionState, records: Sequence[Record]) -> tuple[PartitionState, list[tuple[str, dict]]]:
-        """Process the records at or after ``state.position`` (in offset order).
+        """Process the messages at or after ``state.position`` (in offset order), each
+        with every event it holds.
 
         Returns:
             The new state (``state`` itself, updated in place) and the outputs as
-            ``(processor name, event)`` pairs in emission order; ``[]`` when every record
+            ``(processor name, event)`` pairs in emission order; ``[]`` when every message
             was already folded in.
 
         Raises:
@@ -95,10 +116,11 @@ class PartitionFold:
         fresh = [r for r in records if r.offset >= state.position]
         if not fresh:
             return state, []
-        step = self.pipeline.step(state.states, state.high, fresh)
+        events = unpacked(fresh)
+        step = self.pipeline.step(state.states, state.high, events)
         state.high = step.high
         state.position = fresh[-1].offset + 1
-        state.records += len(fresh)
+        state.records += len(events)
         return state, step.outputs
 
     def dumps(self, state: PartitionState) -> bytes:

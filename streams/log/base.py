@@ -1,7 +1,9 @@
 """The stream log interface every backend implements (file, kafka).
 
 A log is an ordered sequence of opaque byte records per partition, each with a logical
-offset (0, 1, 2, ... per partition, like Kafka).  Writers append batches and are told the
+offset, strictly increasing per partition: consecutive (0, 1, 2, ...) for the file log
+and a plain Kafka log, with a gap after each message for the daemon's packed Kafka log
+(``adaptd.streams.kafka.packing``).  Writers append batches and are told the
 offsets only once the batch is durable; readers poll from an offset and never block;
 consumer groups store their position durably.
 """
