@@ -13,7 +13,7 @@ import sys
 #: Import names each extra brings, as the commands need them.
 EXTRAS = {
     "daemon": ("click", "duckdb", "pyarrow", "fastapi", "uvicorn", "pydantic_settings", "numpy", "scipy",
-               "sklearn", "ddsketch", "opentelemetry.proto"),
+               "sklearn", "ddsketch", "opentelemetry.proto", "prometheus_client"),
     "tui": ("click", "textual", "textual_plotext"),
     "kafka": ("faust", "confluent_kafka"),
 }

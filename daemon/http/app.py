@@ -21,6 +21,7 @@ from adaptd.daemon.config import Settings
 from adaptd.daemon.http.admin import admin_router
 from adaptd.daemon.http.auth import Auth
 from adaptd.daemon.http.ingest_routes import ingest_router, runtime_of
+from adaptd.daemon.http.metrics import metrics_router
 from adaptd.daemon.http.ops import ops_router
 from adaptd.daemon.http.optimize import optimization_router
 from adaptd.daemon.http.reads import reads_router
@@ -93,6 +94,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app.include_router(ingest_router(settings, auth))
     app.include_router(ops_router(auth, tails))
+    app.include_router(metrics_router(auth))
     app.include_router(reads_router(settings, auth))
     app.include_router(routing_router(settings, auth))
     app.include_router(optimization_router(auth))
