@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     projector_batch: int = Field(default=50_000, ge=1)
     max_streams_per_tenant: int = Field(
         default=16, ge=1, description="open live tails (GET /v1/stream) per tenant; one more is answered 429")
+    duckdb_memory_limit_mb: int | None = Field(
+        default=None, ge=64, description="DuckDB's memory limit for the read model (buffer pool and queries; beyond"
+        " it DuckDB spills to disk); unset: DuckDB's default, 80 % of the machine's RAM")
     dead_letter_max_age_days: float = Field(
         default=7.0, ge=0, description="dead letters older than this are deleted from the read model (by their time,"
         " against the log's clock); 0 keeps them all. adaptd replay must use the same value"

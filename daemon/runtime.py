@@ -163,7 +163,8 @@ class Runtime:
             **({"fault_retry_ms": settings.log.fault_retry_ms} if settings.log.url.startswith("file") else {}),
         )
         try:
-            self.store = Store(self.db_path, dead_letter_max_age_days=settings.dead_letter_max_age_days)
+            self.store = Store(self.db_path, dead_letter_max_age_days=settings.dead_letter_max_age_days,
+                               memory_limit_mb=settings.duckdb_memory_limit_mb)
         except Exception as exc:
             self.log.close()
             if "lock" in str(exc).lower():

@@ -393,3 +393,15 @@ def test_sigkill_while_projecting_loses_nothing_and_counts_nothing_twice(tmp_pat
     with Store(path) as s:  # nor do the same events re-sent at new offsets (an SDK retry)
         resent = s.project([Record(position + o, v) for o, v in enumerate(values[:50])])
         assert resent.duplicates == 50 and resent.inserted == {} and s.counts()["executions"] == position
+
+
+def test_the_configured_memory_limit_reaches_duckdb_and_a_tiny_one_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path / "limited.duckdb", memory_limit_mb=300)
+    try:
+        with store._cursor() as cur:
+            limit = cur.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    finally:
+        store.close()
+    assert limit == "286.1 MiB", limit  # DuckDB shows 300 MB (10^6) in MiB
+    with pytest.raises(ValueError, match="at least 64"):
+        Store(tmp_path / "tiny.duckdb", memory_limit_mb=8)

@@ -66,7 +66,8 @@ class Store:
     """
 
     def __init__(self, path: Path, *, bulk: bool = False,
-                 dead_letter_max_age_days: float = DEAD_LETTER_MAX_AGE_DAYS) -> None:
+                 dead_letter_max_age_days: float = DEAD_LETTER_MAX_AGE_DAYS,
+                 memory_limit_mb: int | None = None) -> None:
         """Open (creating it if needed) the database at ``path`` and migrate it.
 
         A file of an older schema is upgraded in place, keeping its rows.
@@ -78,18 +79,25 @@ class Store:
             dead_letter_max_age_days: dead letters older than this many days (by ``ts``,
                 against the log's clock, see the module docstring) are deleted; 0 keeps
                 them all.  A replay must use the live store's value to build the same table.
+            memory_limit_mb: DuckDB's memory limit for this database (its buffer pool
+                and operators; beyond it DuckDB spills to disk or refuses the query);
+                None keeps DuckDB's default of 80 % of the machine's RAM.
 
         Raises:
-            ValueError: ``dead_letter_max_age_days`` is negative.
+            ValueError: ``dead_letter_max_age_days`` is negative or ``memory_limit_mb`` < 64.
             duckdb.IOException: the file is locked by another process or unreadable.
             daemon.migrations.MigrationError: the file was written by a newer adaptd.
         """
         if dead_letter_max_age_days < 0:
             raise ValueError(f"dead_letter_max_age_days must be >= 0 (0 keeps them all), got {dead_letter_max_age_days}")
+        if memory_limit_mb is not None and memory_limit_mb < 64:
+            raise ValueError(f"memory_limit_mb must be at least 64 (None: DuckDB's default), got {memory_limit_mb}")
         self.path = Path(path)
         self._con = duckdb.connect(str(self.path))
         try:
             self._con.execute("SET TimeZone = 'UTC'")
+            if memory_limit_mb is not None:
+                self._con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
             if bulk:
                 self._con.execute("SET wal_autocheckpoint = '1GB'")
             migrate(self._con)
