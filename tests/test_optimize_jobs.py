@@ -123,7 +123,10 @@ def test_cli_auto_selects_an_optimizer_and_exports_the_harvested_trainset(shared
     right = {q for q in questions if toy.solve(q) == next(
         (e["outputs"]["answer"] for e in events if e.get("inputs", {}).get("question") == q), None)}
     assert sorted(line["inputs"]["question"] for line in lines) == sorted(right)  # passing, deduplicated
-    assert "duplicates" in exported.stdout
+    assert "duplicates" in exported.stderr and exported.stdout == ""
+    piped = run_cli("trainset", "export", "harvested", "-o", "-", "--url", daemon.url)
+    assert piped.returncode == 0 and "duplicates" in piped.stderr
+    assert piped.stdout == out.read_text()  # `-o - > file` holds the examples and nothing else
     rec = run_cli("optimize", "harvested", "--auto-select", "--recommend-only", "--url", daemon.url)
     assert rec.returncode == 0 and "optimizer: BootstrapFewShot" in rec.stdout and "alternatives:" in rec.stdout
     ran = run_cli("optimize", "harvested", "--optimizer", "BootstrapFewShotWithRandomSearch", "--wait", "60", "--url", daemon.url)

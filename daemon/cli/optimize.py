@@ -98,12 +98,16 @@ def trainset() -> None:
 @url_option
 @token_option
 @click.argument("program")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (default PROGRAM.jsonl).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="File to write (default PROGRAM.jsonl); - writes the JSONL to standard output.")
 @click.option("--threshold", type=float, help="Feedback score an execution needs (default: config).")
 @click.option("-n", "--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 def export(url: str, token: str | None, program: str, output: Path | None, threshold: float | None,
            limit: int) -> None:
-    """Write PROGRAM's harvested examples (feedback above the threshold, deduplicated) as JSONL."""
+    """Write PROGRAM's harvested examples (feedback above the threshold, deduplicated) as JSONL.
+
+    The summary line goes to standard error, so ``-o - > file`` holds only the examples.
+    """
     import httpx
 
     params: dict[str, Any] = {"limit": limit}
@@ -117,10 +121,15 @@ def export(url: str, token: str | None, program: str, output: Path | None, thres
     if response.status_code >= 400:
         fail(f"trainset export answered {response.status_code}: {detail(response)}")
     path = output or Path(f"{program}.jsonl")
-    try:
-        path.write_bytes(response.content)
-    except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror}")
+    if str(path) == "-":
+        click.get_binary_stream("stdout").write(response.content)
+        where = "standard output"
+    else:
+        try:
+            path.write_bytes(response.content)
+        except OSError as exc:
+            fail(f"cannot write {path}: {exc.strerror}")
+        where = str(path)
     h = response.headers
-    click.echo(f"wrote {h.get('x-harvested', '?')} examples to {path} ({h.get('x-duplicates', '?')} duplicates,"
-               f" {h.get('x-not-captured', '?')} without captured content left out)")
+    click.echo(f"wrote {h.get('x-harvested', '?')} examples to {where} ({h.get('x-duplicates', '?')} duplicates,"
+               f" {h.get('x-not-captured', '?')} without captured content left out)", err=True)
