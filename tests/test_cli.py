@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,16 @@ def test_env_override_is_validated(tmp_path: Path) -> None:
 def test_refuses_to_bind_beyond_loopback_without_tokens(tmp_path: Path) -> None:
     _one_line_error(run_cli("up", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(tmp_path / "d")),
                     "refusing to bind 0.0.0.0")
+
+
+def test_a_busy_port_is_one_clear_error_and_opens_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("up", "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    _one_line_error(result, f"port {port} on 127.0.0.1 is already in use")
+    assert not (tmp_path / "d" / "adaptd.duckdb").exists()  # refused before the runtime opened
 
 
 def test_schema_prints_the_event_json_schema() -> None:

@@ -9,8 +9,10 @@ the exit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -32,6 +34,31 @@ def check_bind(settings: Settings) -> None:
             f"refusing to bind {settings.host} without bearer tokens: add a [[tenants]] entry"
             " with tokens to the config, or bind 127.0.0.1"
         )
+
+
+def bind(settings: Settings) -> socket.socket:
+    """A socket bound to ``settings.host:port`` for uvicorn to listen on.
+
+    Bound before anything else opens, so a busy port is one clear error instead of
+    uvicorn's log line and exit code.
+
+    Raises:
+        ConfigError: the port is in use, or the address cannot be bound (the message
+            says which and what to change).
+    """
+    host, port = settings.host, settings.port
+    # The family as uvicorn picks it: a name such as "localhost" binds its IPv4 address.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: reuse a port in TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # (socket.gaierror too: a host name that does not resolve)
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use (another adaptd, or another program):"
+                              " stop it or pass another --port") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}: fix --host / --port") from None
+    return sock
 
 
 class _Server(uvicorn.Server):
@@ -73,12 +100,16 @@ def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM / SIGINT; return the process exit code."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_bind(settings)
-    # Opened before uvicorn so that a locked or unreadable data dir is one clear error.
-    runtime = Runtime(settings)
+    sock = bind(settings)
     try:
-        server = build_server(settings, runtime)
-        server.run()
+        # Opened before uvicorn so that a locked or unreadable data dir is one clear error.
+        runtime = Runtime(settings)
+        try:
+            server = build_server(settings, runtime)
+            server.run(sockets=[sock])
+        finally:
+            runtime.close()  # idempotent: a normal shutdown already closed it in the lifespan
     finally:
-        runtime.close()  # idempotent: a normal shutdown already closed it in the lifespan
+        sock.close()
     # uvicorn reports a failed startup (port in use) by not starting.
     return 0 if server.started else 1
