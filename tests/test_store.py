@@ -405,3 +405,21 @@ def test_the_configured_memory_limit_reaches_duckdb_and_a_tiny_one_is_refused(tm
     assert limit == "286.1 MiB", limit  # DuckDB shows 300 MB (10^6) in MiB
     with pytest.raises(ValueError, match="at least 64"):
         Store(tmp_path / "tiny.duckdb", memory_limit_mb=8)
+
+
+def test_the_write_ahead_log_is_checkpointed_while_projecting_so_it_stays_bounded(tmp_path: Path) -> None:
+    """A result left pending on the store's connection kept a transaction open, DuckDB then
+    skipped every automatic checkpoint, and the WAL (and the memory of its rows) grew with
+    everything projected: 40 MB after 200k events, ~300 MB of RSS after 1M."""
+    store = Store(tmp_path / "wal.duckdb")
+    wal = tmp_path / "wal.duckdb.wal"
+    try:
+        with store._cursor() as cur:  # a small threshold, so a few batches cross it many times
+            cur.execute("SET wal_autocheckpoint = '256KB'")
+        sizes = []
+        for batch in range(8):
+            store.project(records([event() for _ in range(2_000)], start=batch * 2_000))
+            sizes.append(wal.stat().st_size if wal.exists() else 0)
+    finally:
+        store.close()
+    assert max(sizes) < 4 * 256 * 1024, sizes  # without checkpoints it would be the sum of all batches

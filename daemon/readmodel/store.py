@@ -113,6 +113,10 @@ class Store:
             # not older than the cutoff.
             self._oldest_letter: dt.datetime | None = one_row(self._con.execute(
                 "SELECT min(ts) FROM dead_letters").fetchone())[0]
+            # Consume the connection's last result: a pending one keeps its read transaction
+            # open, and DuckDB then skips every automatic checkpoint, so the WAL (and the
+            # memory holding its uncheckpointed rows) would grow with everything projected.
+            self._con.execute("SELECT 1").fetchall()
         except BaseException:
             self._con.close()
             raise
