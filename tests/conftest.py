@@ -70,6 +70,24 @@ def inprocess_daemon(tmp_path: Path) -> Iterator[Callable[..., InProcessDaemon]]
         d.stop()
 
 
+@pytest.fixture
+def exporter() -> Any:
+    """An in-memory exporter: what an SDK ``Client`` sent, without a daemon."""
+    from adaptd.adapters import InMemoryExporter
+
+    return InMemoryExporter()
+
+
+@pytest.fixture
+def client(exporter: Any) -> Iterator[Any]:
+    """An SDK ``Client`` sending to ``exporter`` (no spill file, 10 ms batches); shut down after."""
+    from adaptd.adapters import Client
+
+    c = Client(exporter=exporter, spill_dir=False, schedule_delay_ms=10)
+    yield c
+    c.shutdown(timeout=5)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``adaptd ARGS`` as a subprocess and capture its output."""
     full_env = {**os.environ, **(env or {})}

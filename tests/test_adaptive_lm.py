@@ -62,17 +62,6 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture
-def exporter() -> InMemoryExporter:
-    return InMemoryExporter()
-
-
-@pytest.fixture
-def client(exporter: InMemoryExporter):
-    c = Client(exporter=exporter, spill_dir=False, schedule_delay_ms=10)
-    yield c
-    c.shutdown(timeout=2)
-
 
 def decisions(client: Client, exporter: InMemoryExporter) -> list[dict]:
     assert client.flush(timeout=5)

@@ -21,17 +21,6 @@ from adaptd.adapters import AdaptdCallback, Client, InMemoryExporter, execution_
 MOCK_ANSWER = "[[ ## reasoning ## ]]\nbecause it is\n\n[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
 
 
-@pytest.fixture
-def exporter():
-    return InMemoryExporter()
-
-
-@pytest.fixture
-def client(exporter):
-    c = Client(exporter=exporter, spill_dir=False, schedule_delay_ms=10)
-    yield c
-    c.shutdown(5)
-
 
 def run(target, lm, callback, **inputs):
     """Call ``target`` under ``callback`` with ``lm`` (settings scoped to the call)."""

@@ -26,17 +26,6 @@ from adaptd.streams.features import features
 SECOND = 1_000_000_000
 
 
-@pytest.fixture
-def exporter():
-    return InMemoryExporter()
-
-
-@pytest.fixture
-def client(exporter):
-    c = Client(exporter=exporter, spill_dir=False, schedule_delay_ms=10)
-    yield c
-    c.shutdown(5)
-
 
 class FixedLevel(TextSketchSampler):
     """A sampler at a chosen level, whatever the rate."""
