@@ -86,7 +86,9 @@ def test_a_quality_drift_ends_with_a_reoptimized_version_promoted_through_a_cana
             steps = _steps(timeline(client))
             if ("rollout_promoted", "green") in steps or ("rollout_rolled_back", "green") in steps:
                 break
-        items = timeline(client)
+        # The rounds hold enough canary scores; the verdict may still be on its way.
+        items = wait_until(lambda: (lambda t: t if {("rollout_promoted", "green"), ("rollout_rolled_back", "green")}
+                                    & set(_steps(t)) else None)(timeline(client)), timeout=30)
         # the policy applies the promotion and the retirement from the log, a moment later
         table = wait_until(lambda: (lambda t: t if t["routes"][0]["weight"] == 0.0 else None)(
             client.get("/v1/routing/toy").json()), timeout=30)

@@ -112,7 +112,9 @@ def test_a_canary_whose_live_quality_is_worse_is_rolled_back_automatically(daemo
             post(client, events)
             if ("rollout_rolled_back", "green") in _steps(client):
                 break
-        steps = _steps(client)
+        # Thirty rounds hold enough canary samples; the verdict may still be on its way.
+        steps = wait_until(lambda: (lambda s: s if ("rollout_rolled_back", "green") in s else None)(_steps(client)),
+                           timeout=30)
         weights = wait_until(lambda: (lambda w: w if w["green"] == 0.0 else None)(
             {r["name"]: r["weight"] for r in client.get("/v1/routing/toy").json()["routes"]}), timeout=30)
         state = client.get("/v1/optimization/programs/toy").json()
