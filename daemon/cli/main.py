@@ -42,6 +42,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, lazy={
+    "backtest": "adaptd.daemon.cli.backtest:backtest",
     "dash": "adaptd.tui.cli:dash",
     "log": "adaptd.daemon.cli.log:log",
     "optimize": "adaptd.daemon.cli.optimize:optimize",
