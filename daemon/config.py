@@ -131,6 +131,45 @@ class ProcessorSettings(BaseModel):
         return value
 
 
+class RetentionSettings(BaseModel):
+    """``[retention]``: how long the DuckDB read model keeps each table's rows (by event
+    time ``ts``, against the wall clock), and how many at most.  The log's own retention
+    is ``[log] retention_hours`` / ``retention_bytes``; dead letters expire by
+    ``dead_letter_max_age_days``.
+
+    A table not named keeps its rows forever.  The daemon applies it every ``interval_s``
+    (and ``adaptd retention apply`` at once), deleting ``batch_rows`` at a time so the
+    projector waits at most one small batch.
+    """
+
+    days: dict[str, float] = Field(
+        default_factory=dict,
+        description="table -> days of rows kept, e.g. {executions = 30, lm_calls = 7}; absent: kept forever")
+    max_rows: dict[str, int] = Field(
+        default_factory=dict,
+        description="table -> most rows kept (every tenant's; the oldest by ts go first), e.g. {lm_calls = 10000000};"
+        " absent: no ceiling")
+    interval_s: float = Field(default=3600.0, gt=0, le=7 * 86_400, description="how often the daemon applies it")
+    batch_rows: int = Field(default=50_000, ge=100, le=10_000_000, description="rows deleted per transaction")
+
+    @field_validator("days", "max_rows")
+    @classmethod
+    def _known_tables(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
+        from adaptd.daemon.readmodel.migrations import EVENT_TABLES
+
+        tables = sorted(EVENT_TABLES.values())
+        unknown = sorted(set(value) - set(tables))
+        if unknown:
+            raise ValueError(f"unknown table(s) {', '.join(unknown)} in retention.{info.field_name}:"
+                             f" one of {', '.join(tables)}")
+        bad = sorted(t for t, d in value.items() if not (d > 0 and math.isfinite(d)))
+        if bad:
+            what = "number of days" if info.field_name == "days" else "number of rows"
+            raise ValueError(f"retention.{info.field_name} of {', '.join(bad)} must be a positive {what}"
+                             " (leave a table out to keep its rows)")
+        return value
+
+
 class Tenant(BaseModel):
     """A tenant and the bearer tokens that act for it.
 
@@ -180,6 +219,7 @@ class Settings(BaseSettings):
         " against the log's clock); 0 keeps them all. adaptd replay must use the same value"
     )
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     #: Programs whose LM routes adaptd chooses (``[[routing]]``; see ``ProgramRouting``).
     routing: list[ProgramRouting] = Field(default_factory=list)

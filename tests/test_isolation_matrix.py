@@ -204,9 +204,11 @@ def _inventory(world: World, tenant: str) -> tuple[set[str], dict[str, list[str]
         # its own program, the routing program and the optimization program (both configured
         # for every tenant), and the newest of each thing it owns
         params = {"program": [f"{tenant}-summarize", "qa", "summarize"], "action": ["pin", "unpin"],
-                  "version": ["v1"], "job_id": ["job-0123456789abcdef"]}
+                  "version": ["v1"], "job_id": ["job-0123456789abcdef"],
+                  "execution_id": [str(uuid.uuid5(NS, f"{tenant}/no-execution"))]}
         for name, path, key in (("adaptation_id", "/v1/adaptations", "id"), ("signal_id", "/v1/signals", "id"),
-                                ("job_id", "/v1/optimization/jobs", "job_id")):
+                                ("job_id", "/v1/optimization/jobs", "job_id"),
+                                ("execution_id", "/v1/executions", "id")):
             items = client.get(path).json()["items"]
             if items:
                 params[name] = [str(items[0][key])]

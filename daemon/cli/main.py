@@ -44,8 +44,14 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy={
     "backtest": "adaptd.daemon.cli.backtest:backtest",
     "dash": "adaptd.tui.cli:dash",
+    "executions": "adaptd.daemon.cli.reads:executions",
+    "export": "adaptd.daemon.cli.export:export",
     "log": "adaptd.daemon.cli.log:log",
     "optimize": "adaptd.daemon.cli.optimize:optimize",
+    "retention": "adaptd.daemon.cli.export:retention",
+    "routing": "adaptd.daemon.cli.reads:routing",
+    "signals": "adaptd.daemon.cli.reads:signals",
+    "trace": "adaptd.daemon.cli.reads:trace",
     "trainset": "adaptd.daemon.cli.optimize:trainset",
     "worker": "adaptd.daemon.cli.worker:worker",
 }, context_settings={"help_option_names": ["-h", "--help"]})

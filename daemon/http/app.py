@@ -20,13 +20,17 @@ from adaptd.daemon import __version__
 from adaptd.daemon.config import Settings
 from adaptd.daemon.http.admin import admin_router
 from adaptd.daemon.http.auth import Auth
+from adaptd.daemon.http.export import export_router
 from adaptd.daemon.http.ingest_routes import ingest_router, runtime_of
 from adaptd.daemon.http.metrics import metrics_router
 from adaptd.daemon.http.ops import ops_router
 from adaptd.daemon.http.optimize import optimization_router
 from adaptd.daemon.http.reads import reads_router
+from adaptd.daemon.http.retention import retention_router
 from adaptd.daemon.http.routing import routing_router
+from adaptd.daemon.http.strict_query import strict_query
 from adaptd.daemon.http.tail import TailSlots
+from adaptd.daemon.http.traces import traces_router
 from adaptd.daemon.ingest import IngestError
 from adaptd.daemon.runtime import Runtime
 
@@ -93,10 +97,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return ORJSONResponse({"detail": exc.reason}, status_code=exc.status)
 
     app.include_router(ingest_router(settings, auth))
-    app.include_router(ops_router(auth, tails))
-    app.include_router(metrics_router(auth))
+    # every read (GET) of these answers 422 to an unknown query parameter
+    strict = [strict_query(auth)]
+    app.include_router(ops_router(auth, tails), dependencies=strict)
+    app.include_router(metrics_router(auth), dependencies=strict)
     app.include_router(reads_router(settings, auth))
-    app.include_router(routing_router(settings, auth))
-    app.include_router(optimization_router(auth))
-    app.include_router(admin_router(settings, auth))
+    app.include_router(traces_router(auth))
+    app.include_router(export_router(auth))
+    app.include_router(retention_router(settings.retention, auth))
+    app.include_router(routing_router(settings, auth), dependencies=strict)
+    app.include_router(optimization_router(auth), dependencies=strict)
+    app.include_router(admin_router(settings, auth), dependencies=strict)
     return app

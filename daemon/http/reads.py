@@ -5,6 +5,7 @@ signals and the event schema.  Every query is the caller's tenant's."""
 # time, and ``Tenant`` is local to the router function.
 
 import datetime as dt
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -13,12 +14,15 @@ from starlette.concurrency import run_in_threadpool
 from adaptd.daemon.config import Settings
 from adaptd.daemon.http.auth import Auth
 from adaptd.daemon.http.ingest_routes import runtime_of
+from adaptd.daemon.http.strict_query import strict_query
+from adaptd.daemon.http.traces import Page, Scope, paged
 from adaptd.streams.events import json_schema
 
 
 def reads_router(settings: Settings, auth: Auth) -> APIRouter:
-    """``/v1/schema``, ``/v1/executions``, ``/v1/programs``, ``/v1/history``, ``/v1/signals``."""
-    router = APIRouter()
+    """``/v1/schema``, ``/v1/executions``, ``/v1/programs``, ``/v1/history``, ``/v1/signals``;
+    an unknown query parameter answers 422 (``strict_query``)."""
+    router = APIRouter(dependencies=[strict_query(auth)])
     Tenant = Annotated[str, Depends(auth.tenant)]
 
     @router.get("/v1/schema", summary="JSON Schema of the event union")
@@ -29,24 +33,18 @@ def reads_router(settings: Settings, auth: Auth) -> APIRouter:
     async def executions(
         request: Request,
         tenant: Tenant,
+        scope: Annotated[Scope, Depends()],
+        page: Annotated[Page, Depends()],
         program: str | None = None,
         module: str | None = None,
         route: str | None = None,
         status: str | None = Query(None, pattern="^(ok|error)$"),
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
-        limit: int = Query(100, ge=1, le=1000),
-        cursor: str | None = None,
+        parent_id: uuid.UUID | None = Query(None, description="the direct children of one execution"),
     ) -> dict[str, Any]:
-        store = runtime_of(request).store
-        try:
-            rows, next_cursor = await run_in_threadpool(
-                store.executions, tenant, program=program, module=module, route=route,
-                status=status, since=since, until=until, limit=limit, cursor=cursor,
-            )
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
-        return {"items": rows, "next_cursor": next_cursor}
+        """``root_id`` is set on every node by the DSPy callback; OTLP spans carry it on
+        root spans only: filter those by ``trace_id``."""
+        return await paged(runtime_of(request).store.executions, tenant, program=program, module=module,
+                           route=route, status=status, parent_id=parent_id, **scope.filters(), **page.filters())
 
     @router.get("/v1/programs", summary="Summary per program, by name (pages of at most 1000)")
     async def programs(

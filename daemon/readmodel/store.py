@@ -388,12 +388,20 @@ class Store:
         until: dt.datetime | str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        trace_id: str | None = None,
+        root_id: uuid.UUID | str | None = None,
+        session_id: str | None = None,
+        parent_id: uuid.UUID | str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of ``tenant``'s executions, newest first (by ts, then id).
 
         Args:
             tenant: only this tenant's rows.
-            program, module, route, status: exact-match filters (None: any).
+            program, module, route, status, trace_id: exact-match filters (None: any).
+            root_id, parent_id: exact match on the column (the DSPy callback sets
+                ``root_id`` on every node of a tree; OTLP only on root spans, so use
+                ``trace_id`` for those).
+            session_id: exact match on ``attrs.session_id`` (set by the DSPy callback).
             since: inclusive lower bound on ts; until: exclusive upper bound (naive = UTC).
             limit: page size, clamped to 1..1000.
             cursor: the ``next_cursor`` of the previous page (opaque).
@@ -403,27 +411,62 @@ class Store:
             JSON-friendly dicts (ISO timestamps, UUIDs as str, JSON columns parsed).
 
         Raises:
-            ValueError: ``cursor`` is not one this method made, or a bound is not a time.
+            ValueError: ``cursor`` is not one this method made, a bound is not a time,
+                or ``root_id`` / ``parent_id`` is not a UUID.
         """
+        where: list[str] = []
+        params: list[Any] = []
+        _equal(where, params, (("program", program), ("module", module), ("route", route), ("status", status),
+                               ("trace_id", trace_id), ("root_id", as_uuid(root_id, "root_id")),
+                               ("parent_id", as_uuid(parent_id, "parent_id")),
+                               ("json_extract_string(attrs, '$.session_id')", session_id)))
+        return self.page("executions", tenant, where, params, since=since, until=until, limit=limit, cursor=cursor)
+
+    def page(
+        self,
+        table: str,
+        tenant: str,
+        where: Sequence[str],
+        params: Sequence[Any],
+        *,
+        since: dt.datetime | str | None = None,
+        until: dt.datetime | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``tenant``'s rows of ``table`` (an event table) matching the SQL
+        conditions ``where`` (with ``params`` for their ``?``), newest first (by ts, then id).
+
+        ``since`` / ``until`` bound ``ts`` (inclusive / exclusive, naive = UTC); ``limit``
+        is clamped to 1..1000; ``cursor`` is the ``next_cursor`` of the previous page.
+
+        Returns:
+            ``(rows, next_cursor)``, ``next_cursor`` None on the last page; rows are
+            JSON-friendly dicts of every column.
+
+        Raises:
+            ValueError: ``table`` is not an event table, ``cursor`` is not one this
+                method made, or a bound is not a time.
+        """
+        if table not in _QUERY_TABLES:
+            raise ValueError(f"unknown table {table!r}: one of {', '.join(sorted(_QUERY_TABLES))}")
         limit = max(1, min(int(limit), MAX_LIMIT))
-        where: list[str]
-        params: list[Any]
-        where, params = ["tenant = ?"], [tenant]
-        _equal(where, params, (("program", program), ("module", module), ("route", route), ("status", status)))
+        conditions, values = ["tenant = ?", *where], [tenant, *params]
         if since is not None:
-            where.append("ts >= ?")
-            params.append(_as_time(since, "since"))
+            conditions.append("ts >= ?")
+            values.append(_as_time(since, "since"))
         if until is not None:
-            where.append("ts < ?")
-            params.append(_as_time(until, "until"))
+            conditions.append("ts < ?")
+            values.append(_as_time(until, "until"))
         if cursor:
             ts, key = _decode_cursor(cursor)
-            where.append("(ts < ? OR (ts = ? AND id < ?))")
-            params += [ts, ts, key]
+            conditions.append("(ts < ? OR (ts = ? AND id < ?))")
+            values += [ts, ts, key]
         rows = self._rows(
-            "executions",
-            f"SELECT * FROM executions WHERE {' AND '.join(where)} ORDER BY ts DESC, id DESC LIMIT {limit + 1}",
-            params,
+            table,
+            f"SELECT * FROM {table} WHERE {' AND '.join(conditions)}"
+            f" ORDER BY ts DESC, id DESC LIMIT {limit + 1}",
+            values,
         )
         if len(rows) <= limit:
             return rows, None
@@ -612,6 +655,41 @@ class Store:
             rows = self._rows(table, f"SELECT * FROM {table} WHERE tenant = ? AND id = ?", [tenant, key])
         return rows[0] if rows else None
 
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor on the database, for a query module that needs more than rows (a
+        ``COPY (SELECT ...) TO`` file); the caller closes it.  For reads only: rows are
+        written by the projector, and deleted by :meth:`delete_older`.
+
+        Raises:
+            RuntimeError: the store is closed.
+        """
+        return self._cursor()
+
+    def delete_older(self, table: str, cutoff: dt.datetime, *, batch: int = 50_000) -> int:
+        """Delete at most ``batch`` rows of ``table`` whose ``ts`` is before ``cutoff``
+        (retention), in one short transaction under the projector's lock: a projection
+        waits for at most one such batch, and ingest (the log) never waits.
+
+        The projected position is unchanged: a replay of the log brings the rows back
+        until retention runs on the replayed database too.
+
+        Returns:
+            Rows deleted; fewer than ``batch`` means none older are left.
+
+        Raises:
+            ValueError: ``table`` is not an event table or ``dead_letters``, or ``batch`` < 1.
+            RuntimeError: the store is closed.
+        """
+        if table not in _QUERY_TABLES:
+            raise ValueError(f"unknown table {table!r}: one of {', '.join(sorted(_QUERY_TABLES))}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        with self._lock:
+            with self._cursor() as cur:
+                return int(one_row(cur.execute(
+                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts < ? LIMIT {int(batch)})",
+                    [cutoff]).fetchone())[0])
+
     def close(self) -> None:
         """Checkpoint and close; waits for a batch being projected.  Idempotent."""
         with self._lock:
@@ -669,6 +747,20 @@ def _plain(names: list[str], row: tuple, json_columns: Any) -> dict[str, Any]:
             value = orjson.loads(value)
         out[name] = value
     return out
+
+
+def as_uuid(value: uuid.UUID | str | None, name: str) -> uuid.UUID | None:
+    """``value`` as a UUID (None stays None).
+
+    Raises:
+        ValueError: ``value`` is not a UUID, naming the parameter ``name``.
+    """
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"{name} is not a UUID: {value!r}") from None
 
 
 def _as_time(value: dt.datetime | str, name: str) -> dt.datetime:
