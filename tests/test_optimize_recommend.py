@@ -18,7 +18,7 @@ def _run(optimizer: str, before: float, after: float, calls: int, est: int, prog
 def test_a_handful_of_examples_gets_bootstrap_few_shot_and_the_reasoning_says_why():
     rec = recommend(Situation(train_size=8, dev_size=4, **BUDGET))
     assert rec.optimizer == "BootstrapFewShot" and not rec.overridden
-    assert rec.cost_estimate == {"lm_calls": 8, "usd": 0.004}
+    assert rec.cost_estimate == {"lm_calls": 8 + 2 * 4, "usd": 0.008}  # its loop, and the dev scored twice
     assert any("no past runs" in line for line in rec.reasoning)
     mipro = next(a for a in rec.alternatives if a.optimizer == "MIPROv2-light")
     assert not mipro.eligible and "needs 20+ training examples, has 8" in mipro.why_not
@@ -27,7 +27,7 @@ def test_a_handful_of_examples_gets_bootstrap_few_shot_and_the_reasoning_says_wh
 def test_more_examples_and_room_in_the_budget_get_a_searching_optimizer():
     rec = recommend(Situation(train_size=30, dev_size=10, **BUDGET))
     assert rec.optimizer == "MIPROv2-light"
-    assert rec.cost_estimate["lm_calls"] == 6 * 30 + 10 * 10 + 30
+    assert rec.cost_estimate["lm_calls"] == 6 * 30 + (10 + 2) * 10 + 30
     assert recommend(Situation(train_size=60, dev_size=20, **BUDGET)).optimizer == "MIPROv2-medium"
 
 

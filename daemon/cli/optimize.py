@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from adaptd.daemon.cli.common import client, detail, fail, request, token_option, url_option
+from adaptd.daemon.optimize.ensemble import MAX_K
 
 _FINAL = ("succeeded", "failed", "interrupted", "budget_exhausted")
 
@@ -41,16 +42,22 @@ def _print_recommendation(rec: dict[str, Any]) -> None:
 @click.option("--optimizer", help="Use this optimizer (overrides the recommendation), e.g. MIPROv2-light.")
 @click.option("--budget-usd", type=click.FloatRange(min=0), help="Cost ceiling of this run (default: config).")
 @click.option("--budget-lm-calls", type=click.IntRange(min=1), help="LM-call ceiling of this run (default: config).")
-@click.option("--recommend-only", is_flag=True, help="Print the recommendation; queue nothing.")
+@click.option("--ensemble", type=click.IntRange(1, MAX_K), default=None, metavar="K",
+              help="Run the top-K recommended optimizers that fit the one budget (split in proportion to their"
+                   " estimates) and keep the best on the devset; prints the cost estimate first.")
+@click.option("--recommend-only", is_flag=True, help="Print the recommendation (or the ensemble plan); queue nothing.")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None,
               help="Wait up to this many seconds for the job to finish.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
 def optimize(url: str, token: str | None, program: str, auto_select: bool, optimizer: str | None,
-             budget_usd: float | None, budget_lm_calls: int | None, recommend_only: bool, wait_s: float | None,
-             as_json: bool) -> None:
-    """Recommend an optimizer for PROGRAM and queue an optimization job."""
+             ensemble: int | None, budget_usd: float | None, budget_lm_calls: int | None, recommend_only: bool,
+             wait_s: float | None, as_json: bool) -> None:
+    """Recommend an optimizer for PROGRAM and queue an optimization job (or, with
+    --ensemble K, one job per member of an ensemble)."""
     if auto_select and optimizer:
         fail("--auto-select and --optimizer exclude each other: pick one")
+    if ensemble is not None and optimizer:
+        fail("--ensemble and --optimizer exclude each other: an ensemble picks its optimizers")
     body: dict[str, Any] = {"program": program}
     if optimizer:
         body["optimizer"] = optimizer
@@ -58,6 +65,9 @@ def optimize(url: str, token: str | None, program: str, auto_select: bool, optim
         body["budget_usd"] = budget_usd
     if budget_lm_calls is not None:
         body["budget_lm_calls"] = budget_lm_calls
+    if ensemble is not None:
+        _run_ensemble(url, token, body, ensemble, recommend_only, wait_s, as_json)
+        return
     rec = request(url, token, "POST", "/v1/optimization/recommend", json=body)
     if recommend_only:
         click.echo(json.dumps(rec, indent=2) if as_json else "", nl=as_json)
@@ -86,6 +96,66 @@ def _wait(url: str, token: str | None, job_id: str, wait_s: float) -> dict[str, 
         latest = request(url, token, "GET", f"/v1/optimization/jobs/{job_id}")["latest"]
         if latest["status"] in _FINAL or time.monotonic() >= deadline:
             return latest
+        time.sleep(0.5)
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    est = plan["cost_estimate"]
+    budget = " / ".join([f"{plan['budget_lm_calls']} LM calls"] * (plan["budget_lm_calls"] is not None)
+                        + [f"${plan['budget_usd']:g}"] * (plan["budget_usd"] is not None)) or "no budget"
+    click.echo(f"estimate:  ~{est['lm_calls']} LM calls, ~${est['usd']:.4f} for {len(plan['members'])} optimizer(s)"
+               f" (asked {plan['asked']}) within {budget}")
+    for m in plan["members"]:
+        click.echo(f"  {m['optimizer']:<34} ~{m['est_lm_calls']} calls ~${m['est_cost_usd']:.4f}  ceiling"
+                   f" {m['budget_lm_calls']} calls / ${m['budget_usd']}  expected gain {m['expected_gain']:.3f}")
+    for line in plan["reasoning"]:
+        click.echo(f"  - {line}")
+    for left in plan["left_out"]:
+        click.echo(f"  left out {left['optimizer']}: {left['why']}")
+
+
+def _run_ensemble(url: str, token: str | None, body: dict[str, Any], k: int, recommend_only: bool,
+                  wait_s: float | None, as_json: bool) -> None:
+    """``--ensemble K``: print the plan's cost estimate, then queue it (unless
+    ``recommend_only``), and with ``wait_s`` wait for every member and the choice."""
+    plan = request(url, token, "POST", "/v1/optimization/recommend", json={**body, "ensemble": k})["ensemble"]
+    if not as_json:
+        _print_plan(plan)
+    if recommend_only:
+        if as_json:
+            click.echo(json.dumps(plan, indent=2))
+        return
+    if not plan["members"]:
+        fail(f"no optimizer fits {body['program']!r}: {plan['reasoning'][-1]}")
+    made = request(url, token, "POST", "/v1/optimization/jobs", json={**body, "ensemble": k})
+    ids = [j["job_id"] for j in made["jobs"]]
+    if not as_json:
+        click.echo(f"ensemble {made['ensemble_id']} queued: " + ", ".join(
+            f"{j['job_id']} ({j['optimizer']})" for j in made["jobs"]))
+    finals, choice = [], None
+    if wait_s is not None:
+        deadline = time.monotonic() + wait_s
+        finals = [_wait(url, token, job_id, max(0.0, deadline - time.monotonic())) for job_id in ids]
+        choice = _wait_choice(url, token, body["program"], made["ensemble_id"], deadline)
+    if as_json:
+        click.echo(json.dumps({"plan": plan, "ensemble": made, "final": finals, "choice": choice}, indent=2))
+        return
+    for f in finals:
+        click.echo(f"job {f['job_id']} ({f['optimizer']}): {f['status']}  score {f.get('score_before')} -> "
+                   f"{f.get('score_after')}  {f.get('lm_calls')} LM calls  ${f.get('cost_usd')}")
+    if choice is not None:
+        click.echo(f"kept: {choice['details'].get('version') or 'nothing'} ({choice['reason']})")
+
+
+def _wait_choice(url: str, token: str | None, program: str, ensemble_id: str, deadline: float
+                 ) -> dict[str, Any] | None:
+    """The ensemble's ``ensemble_choice`` timeline row, or None if it is not there by ``deadline``."""
+    while True:
+        items = request(url, token, "GET", f"/v1/optimization/programs/{program}/timeline")["items"]
+        row = next((i for i in items if i["what"] == "ensemble_choice"
+                    and (i["details"] or {}).get("ensemble_id") == ensemble_id), None)
+        if row is not None or time.monotonic() >= deadline:
+            return row
         time.sleep(0.5)
 
 

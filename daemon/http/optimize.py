@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from adaptd.daemon.http.auth import Auth
+from adaptd.daemon.optimize.ensemble import MAX_K, plan_ensemble
 from adaptd.daemon.optimize.harvest import harvest
 from adaptd.daemon.optimize.jobs import JobError, slug
 from adaptd.daemon.optimize.recommend import RecommendError, Situation, missing_packages, recommend
@@ -40,6 +41,7 @@ class RecommendBody(BaseModel):
     calls_per_example: float | None = Field(None, gt=0, le=10_000)
     cost_per_call_usd: float | None = Field(None, ge=0, le=1_000)
     optimizer: str | None = Field(None, description="override: use this optimizer")
+    ensemble: int | None = Field(None, ge=1, le=MAX_K, description="also plan an ensemble of this many optimizers")
 
 
 class JobBody(BaseModel):
@@ -52,6 +54,9 @@ class JobBody(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="optimizer keyword arguments")
     budget_usd: float | None = Field(None, ge=0, description="default and ceiling: the program's configured one")
     budget_lm_calls: int | None = Field(None, ge=1, description="default and ceiling: the program's configured one")
+    ensemble: int | None = Field(None, ge=1, le=MAX_K, description=(
+        "run the top-k optimizers that fit the one budget and keep the best on the devset (excludes optimizer"
+        " and params)"))
 
 
 def _service(request: Request) -> Any:
@@ -79,7 +84,7 @@ def optimization_router(auth: Auth) -> APIRouter:
         runtime = request.app.state.runtime
 
         def work() -> dict[str, Any]:
-            given = body.model_dump(exclude_none=True, exclude={"program", "optimizer"})
+            given = body.model_dump(exclude_none=True, exclude={"program", "optimizer", "ensemble"})
             fields: dict[str, Any] = {}
             if body.program is not None:
                 service = getattr(runtime, "optimize", None)
@@ -94,8 +99,14 @@ def optimization_router(auth: Auth) -> APIRouter:
             fields.update(given)
             fields.setdefault("missing_packages", missing_packages())
             situation = Situation(**fields)
-            rec = recommend(situation, queries.history(runtime.store, tenant), override=body.optimizer)
-            return {"situation": situation.__dict__, **rec.to_dict()}
+            history = queries.history(runtime.store, tenant)
+            if body.ensemble is not None and body.optimizer is not None:
+                raise JobError(422, "ensemble and optimizer exclude each other: an ensemble picks its optimizers")
+            rec = recommend(situation, history, override=body.optimizer)
+            out = {"situation": situation.__dict__, **rec.to_dict()}
+            if body.ensemble is not None:
+                out["ensemble"] = plan_ensemble(situation, history, body.ensemble).to_dict()
+            return out
 
         try:
             return await run_in_threadpool(work)
@@ -104,13 +115,20 @@ def optimization_router(auth: Auth) -> APIRouter:
         except RecommendError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @router.post("/v1/optimization/jobs", status_code=202, summary="Queue an optimization job")
+    @router.post("/v1/optimization/jobs", status_code=202,
+                 summary="Queue an optimization job, or with ensemble=k the top-k optimizers within one budget")
     async def post_job(request: Request, tenant: Admin, body: JobBody) -> dict[str, Any]:
         service = _service(request)
         try:
-            return await run_in_threadpool(service.jobs.create, tenant, body.program, optimizer=body.optimizer,
-                                           params=body.params, budget_usd=body.budget_usd,
-                                           budget_lm_calls=body.budget_lm_calls)
+            if body.ensemble is None:
+                return await run_in_threadpool(service.jobs.create, tenant, body.program, optimizer=body.optimizer,
+                                               params=body.params, budget_usd=body.budget_usd,
+                                               budget_lm_calls=body.budget_lm_calls)
+            if body.optimizer is not None or body.params:
+                raise JobError(422, "ensemble excludes optimizer and params: an ensemble picks its optimizers"
+                               " (and their default params); drop one or the other")
+            return await run_in_threadpool(service.jobs.create_ensemble, tenant, body.program, body.ensemble,
+                                           budget_usd=body.budget_usd, budget_lm_calls=body.budget_lm_calls)
         except JobError as exc:
             raise _job_error(exc) from None
 

@@ -4,6 +4,7 @@ Modules, pure logic first:
 
 - ``settings``: the ``[[optimize]]`` entries of the config (``OptimizeProgram``).
 - ``recommend``: which DSPy optimizer fits (rules as the prior, learned from past runs).
+- ``ensemble``: the top-k optimizers that fit one budget, its split, and which result is kept.
 - ``harvest``: training examples from executions whose feedback passed a threshold.
 - ``budget`` / ``budget_lm``: the account of a run's LM calls and cost, and the LM wrapper
   that charges it and stops the run at its budget.

@@ -32,9 +32,10 @@ from typing import Any
 import uuid_utils
 
 from adaptd.daemon.optimize.budget import Budget
+from adaptd.daemon.optimize.ensemble import choose, plan_ensemble
 from adaptd.daemon.optimize.harvest import ExampleFileError, harvest, read_examples, split, write_examples
 from adaptd.daemon.optimize.recommend import RecommendError, Situation, missing_packages, recommend, spec_of
-from adaptd.daemon.optimize.records import Appender, AppendError, optimizer_run
+from adaptd.daemon.optimize.records import Appender, AppendError, adaptation, optimizer_run
 from adaptd.daemon.optimize.recovery import UntrustedJob, resume_spec
 from adaptd.daemon.optimize.runner import RunResult, run_optimization
 from adaptd.daemon.optimize.settings import OptimizeProgram
@@ -42,6 +43,7 @@ from adaptd.daemon.optimize.spec import JobSpec, slug
 from adaptd.daemon.readmodel import optimizer_queries as queries
 
 logger = logging.getLogger("adaptd.optimize")
+_FINAL = ("succeeded", "failed", "budget_exhausted", "interrupted")
 
 
 class JobError(Exception):
@@ -146,15 +148,13 @@ class JobManager:
                          finetunable=entry.finetunable, budget_usd=budget_usd, budget_lm_calls=budget_lm_calls,
                          program=entry.program, missing_packages=self.missing)
 
-    def create(self, tenant: str, program: str, *, optimizer: str | None = None, params: Mapping[str, Any] | None = None,
-               budget_usd: float | None = None, budget_lm_calls: int | None = None, trigger: str = "manual",
-               caused_by: tuple[str, ...] = (), incident_id: str | None = None) -> dict[str, Any]:
-        """Queue a job for ``program`` (see the module docstring); returns its ``queued`` event.
+    def _prepare(self, tenant: str, program: str, budget_usd: float | None, budget_lm_calls: int | None
+                 ) -> tuple[OptimizeProgram, list[dict], list[dict], dict[str, Any], Situation]:
+        """The registration, examples (train, dev, info) and situation of a new job.
 
         Raises:
-            JobError: 404 unknown program; 422 too few examples, bad example file, a budget
-                above the program's configured one, or an optimizer that is unknown or
-                cannot run; 429 the queue is full; 503 the log refused the event.
+            JobError: 404 unknown program; 422 too few examples, a bad example file or a
+                budget above the program's configured one.
         """
         entry = self.entry(program)
         train, dev, info = self.examples(tenant, entry)
@@ -169,7 +169,44 @@ class JobManager:
                                f" ([[optimize]] {name}): ask for less, or raise it in the config")
         budget_usd = entry.budget_usd if budget_usd is None else budget_usd
         budget_lm_calls = entry.budget_lm_calls if budget_lm_calls is None else budget_lm_calls
-        s = self.situation(entry, len(train), len(dev), budget_usd, budget_lm_calls)
+        return entry, train, dev, info, self.situation(entry, len(train), len(dev), budget_usd, budget_lm_calls)
+
+    def _spec(self, tenant: str, program: str, job_id: str, train: list[dict], dev: list[dict], **fields: Any
+              ) -> JobSpec:
+        """A job's specification, its examples snapshotted into its own folder (recovery
+        trusts only files there, so ensemble members get a copy each)."""
+        job_dir = self.root / "jobs" / job_id
+        write_examples(job_dir / "train.jsonl", train)
+        write_examples(job_dir / "dev.jsonl", dev)
+        base_version, base_path = self.base_version(tenant, program)
+        return JobSpec(job_id=job_id, tenant=tenant, program=program, train_path=str(job_dir / "train.jsonl"),
+                       dev_path=str(job_dir / "dev.jsonl"), train_size=len(train), dev_size=len(dev),
+                       base_version=base_version, base_path=base_path, **fields)
+
+    def _enqueue(self, specs: list[JobSpec], events: list[dict[str, Any]]) -> None:
+        """Append ``events`` in one write, then queue ``specs``; all or none.
+
+        Raises:
+            JobError: 429 the queue lacks room for all of them; 503 the log refused."""
+        with self._lock:
+            if self._queue.qsize() + len(specs) > self._queue.maxsize:
+                raise JobError(429, f"{self._queue.qsize()} of {self._queue.maxsize} job places are taken, {len(specs)}"
+                               " needed: retry when jobs finished")
+            self._append(events)
+            for spec in specs:
+                self._queue.put_nowait(spec)
+
+    def create(self, tenant: str, program: str, *, optimizer: str | None = None, params: Mapping[str, Any] | None = None,
+               budget_usd: float | None = None, budget_lm_calls: int | None = None, trigger: str = "manual",
+               caused_by: tuple[str, ...] = (), incident_id: str | None = None) -> dict[str, Any]:
+        """Queue a job for ``program`` (see the module docstring); returns its ``queued`` event.
+
+        Raises:
+            JobError: 404 unknown program; 422 too few examples, bad example file, a budget
+                above the program's configured one, or an optimizer that is unknown or
+                cannot run; 429 the queue is full; 503 the log refused the event.
+        """
+        entry, train, dev, info, s = self._prepare(tenant, program, budget_usd, budget_lm_calls)
         try:
             rec = recommend(s, queries.history(self.store, tenant), override=optimizer or entry.optimizer)
         except RecommendError as exc:
@@ -178,30 +215,62 @@ class JobManager:
             raise JobError(422, rec.error or "no optimizer fits")
         chosen = spec_of(rec.optimizer)
         assert chosen is not None
-        job_id = "job-" + uuid_utils.uuid7().hex[-16:]
-        job_dir = self.root / "jobs" / job_id
-        write_examples(job_dir / "train.jsonl", train)
-        write_examples(job_dir / "dev.jsonl", dev)
-        base_version, base_path = self.base_version(tenant, program)
-        spec = JobSpec(job_id=job_id, tenant=tenant, program=program, optimizer=chosen.name,
-                       params={**rec.params, **dict(params or {})}, train_path=str(job_dir / "train.jsonl"),
-                       dev_path=str(job_dir / "dev.jsonl"), train_size=len(train), dev_size=len(dev),
-                       budget_usd=budget_usd, budget_lm_calls=budget_lm_calls, base_version=base_version,
-                       base_path=base_path, trigger=trigger, caused_by=list(caused_by), incident_id=incident_id,
-                       est_lm_calls=rec.cost_estimate.get("lm_calls"), recommendation=rec.to_dict())
-        with self._lock:
-            if self._queue.full():
-                raise JobError(429, f"{self._queue.maxsize} jobs are already waiting: retry when one finished")
-            event = self._event(spec, "queued", {**asdict(spec), **info})
-            self._queue.put_nowait(spec)
+        spec = self._spec(tenant, program, _job_id(), train, dev, optimizer=chosen.name,
+                          params={**rec.params, **dict(params or {})}, budget_usd=s.budget_usd,
+                          budget_lm_calls=s.budget_lm_calls, trigger=trigger, caused_by=list(caused_by),
+                          incident_id=incident_id, est_lm_calls=rec.cost_estimate.get("lm_calls"),
+                          recommendation=rec.to_dict())
+        event = self._make(spec, "queued", {**asdict(spec), **info})
+        self._enqueue([spec], [event])
         return event
+
+    def create_ensemble(self, tenant: str, program: str, k: int, *, budget_usd: float | None = None,
+                        budget_lm_calls: int | None = None, trigger: str = "manual", caused_by: tuple[str, ...] = (),
+                        incident_id: str | None = None) -> dict[str, Any]:
+        """Queue an ensemble of up to ``k`` optimizers for ``program`` within one budget
+        (``ensemble.plan_ensemble``): one ``ensemble`` adaptation event holding the plan and
+        a ``queued`` event per member, in one append.  When the last member ends, the worker
+        appends the ``ensemble_choice`` event and hands the kept version to ``on_success``.
+
+        Returns:
+            ``{"ensemble_id", "plan", "jobs"}`` (``jobs``: the members' ``queued`` events).
+
+        Raises:
+            JobError: as ``create``; 422 also for ``k`` out of range, a program whose config
+                fixes one optimizer, or a budget no optimizer fits in.
+        """
+        entry, train, dev, info, s = self._prepare(tenant, program, budget_usd, budget_lm_calls)
+        if entry.optimizer is not None:
+            raise JobError(422, f"program {program!r} always uses {entry.optimizer} ([[optimize]] optimizer): an"
+                           " ensemble needs the choice free; drop the setting or the ensemble")
+        try:
+            plan = plan_ensemble(s, queries.history(self.store, tenant), k)
+        except RecommendError as exc:
+            raise JobError(422, str(exc)) from None
+        if not plan.members:
+            raise JobError(422, plan.reasoning[-1])
+        ensemble_id = "ens-" + uuid_utils.uuid7().hex[-16:]
+        ids = [_job_id() for _ in plan.members]
+        specs = [self._spec(tenant, program, job_id, train, dev, optimizer=m.optimizer, params=dict(m.params),
+                            budget_usd=m.budget_usd, budget_lm_calls=m.budget_lm_calls, trigger=trigger,
+                            caused_by=list(caused_by), incident_id=incident_id, est_lm_calls=m.est_lm_calls,
+                            ensemble_id=ensemble_id, ensemble_members=ids)
+                 for job_id, m in zip(ids, plan.members, strict=True)]
+        details = {"ensemble_id": ensemble_id, "jobs": ids, "trigger": trigger, "incident_id": incident_id,
+                   "plan": plan.to_dict()}
+        planned = adaptation(tenant, "ensemble", program, ts=self.clock(), details=details, caused_by=caused_by,
+                             reason=f"ensemble {ensemble_id}: " + "; ".join(plan.reasoning[2:]))
+        queued = [self._make(spec, "queued", {**asdict(spec), **info}) for spec in specs]
+        self._enqueue(specs, [planned, *queued])
+        return {"ensemble_id": ensemble_id, "plan": plan.to_dict(), "jobs": queued}
 
     # ------------------------------------------------------------------ worker
 
     def _make(self, spec: JobSpec, status: str, details: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        ens = {"ensemble_id": spec.ensemble_id} if spec.ensemble_id else {}
         return optimizer_run(spec.tenant, spec.job_id, spec.program, spec.optimizer, status, ts=self.clock(),
                              details={"attempt": spec.attempt, "est_lm_calls": spec.est_lm_calls,
-                                      "trigger": spec.trigger, "incident_id": spec.incident_id, **details},
+                                      "trigger": spec.trigger, "incident_id": spec.incident_id, **ens, **details},
                              **fields)
 
     def _append(self, events: list[dict[str, Any]]) -> None:
@@ -261,6 +330,8 @@ class JobManager:
             self._append(events)
             if resume:
                 self._queue.put(spec)
+            elif spec.ensemble_id is not None:
+                self._maybe_choose(spec)  # it may have been the last member to end
 
     def _refuse(self, first: Mapping[str, Any], row: Mapping[str, Any], why: str) -> None:
         """End a stored job that may not be resumed: log the reason and append its
@@ -299,10 +370,46 @@ class JobManager:
                         lm_calls=result.lm_calls)
         finally:
             self.current = None
-        if result.status == "succeeded" and self.on_success is not None:
+        if spec.ensemble_id is not None:
+            self._maybe_choose(spec)
+        elif result.status == "succeeded" and self.on_success is not None:
             self.on_success(spec, result)
+
+    def _maybe_choose(self, spec: JobSpec) -> None:
+        """Once every member of ``spec``'s ensemble has ended (read from the log, so a member
+        resumed after a restart counts too): append the ``ensemble_choice`` event and hand
+        the kept version to ``on_success`` (the gate and canary)."""
+        rows = [queries.job_events(self.store, spec.tenant, job_id) for job_id in spec.ensemble_members]
+        finals = [r[-1] for r in rows if r and r[-1]["status"] in _FINAL]
+        if len(finals) < len(spec.ensemble_members) or any(
+                e["action"] == "ensemble_choice" and (e["details"] or {}).get("ensemble_id") == spec.ensemble_id
+                for e in queries.rollout_events(self.store, spec.tenant, spec.program)):
+            return
+        entry = self.programs.get(spec.program)
+        choice = choose(finals, rule=entry.ensemble_choice if entry else "cheaper", dev_size=spec.dev_size)
+        kept = next((f for f in finals if f["job_id"] == choice.job_id), None)
+        members = [{k: f.get(k) for k in ("job_id", "optimizer", "status", "program_version", "score_before",
+                                          "score_after", "lm_calls", "cost_usd")} for f in finals]
+        details = {"ensemble_id": spec.ensemble_id, "job_id": choice.job_id, "incident_id": spec.incident_id,
+                   "optimizer": kept and kept["optimizer"], "version": kept and kept["program_version"],
+                   "lm_calls": sum(int(f.get("lm_calls") or 0) for f in finals),
+                   "cost_usd": round(sum(float(f.get("cost_usd") or 0.0) for f in finals), 6), "members": members}
+        self._append([adaptation(spec.tenant, "ensemble_choice", spec.program, ts=self.clock(), details=details,
+                                 caused_by=[str(f["id"]) for f in finals], reason=choice.reason)])
+        if kept is None or self.on_success is None:
+            return
+        first = queries.first_event(self.store, spec.tenant, str(kept["job_id"]))
+        winner = JobSpec.from_details(first["details"]) if first else spec
+        result = RunResult(status="succeeded", score_before=kept["score_before"], score_after=kept["score_after"],
+                           path=(kept["details"] or {}).get("path"), lm_calls=int(kept.get("lm_calls") or 0),
+                           cost_usd=float(kept.get("cost_usd") or 0.0))
+        self.on_success(winner, result)
 
     def _next_version(self, spec: JobSpec) -> str:
         folder = self.root / "programs" / slug(spec.tenant) / slug(spec.program)
         numbers = [int(p.stem[1:]) for p in folder.glob("v*.json") if p.stem[1:].isdigit()] if folder.exists() else []
         return f"v{max(numbers, default=0) + 1}"
+
+
+def _job_id() -> str:
+    return "job-" + uuid_utils.uuid7().hex[-16:]

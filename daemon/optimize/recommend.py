@@ -9,8 +9,10 @@ is out too.
 
 **Prior** (soft): an expected devset gain per optimizer (``Spec.prior_gain``, metric
 points on a 0..1 metric; rough figures from the DSPy papers, ordered by how much each
-searches) and an LM-call cost model ``calls = (a * train + b * dev) * calls_per_example + d``
-(the optimizer's own loops at its default settings).
+searches) and an LM-call cost model ``calls = (a * train + (b + 2) * dev) * calls_per_example + d``
+(the optimizer's own loops at its default settings, plus the two devset passes the
+runner makes, scoring before and after: without them every run was under-estimated by
+``2 * dev`` calls, which matters once a budget is split between ensemble members).
 
 **Learning**: the ``optimizer_run`` results of this tenant shrink both towards what
 happened.  Per optimizer, the expected gain is ``(k * prior + sum w * gain) / (k + sum w)``
@@ -175,8 +177,9 @@ def learned(history: Sequence[Mapping[str, Any]], program: str | None, k: float
 
 
 def estimate(spec: Spec, s: Situation, ratio: float = 1.0) -> tuple[int, float]:
-    """``(LM calls, USD)`` one run of ``spec`` is expected to cost in ``s``."""
-    calls = (spec.a * s.train_size + spec.b * max(s.dev_size, 0)) * s.calls_per_example + spec.d
+    """``(LM calls, USD)`` one run of ``spec`` is expected to cost in ``s``, scoring the
+    devset before and after included."""
+    calls = (spec.a * s.train_size + (spec.b + 2) * max(s.dev_size, 0)) * s.calls_per_example + spec.d
     calls = int(round(max(calls, 1.0) * ratio))
     return calls, round(calls * s.cost_per_call_usd + spec.fixed_usd, 6)
 

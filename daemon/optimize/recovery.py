@@ -60,6 +60,17 @@ def _number(value: Any, what: str, *, integer: bool = False, allow_none: bool = 
     return value
 
 
+def _members(value: Any, job_id: str) -> list[str]:
+    """An ensemble's member job ids: a short list of strings holding the job itself
+    (nothing else is trusted: the list only says which jobs' rows to read)."""
+    if value is None or value == []:
+        return []
+    if not isinstance(value, list) or len(value) > 32 or not all(isinstance(v, str) for v in value) \
+            or job_id not in value:
+        raise UntrustedJob("its ensemble members are not a list of job ids holding the job")
+    return [v[:64] for v in value]
+
+
 def resume_spec(first: Mapping[str, Any], latest: Mapping[str, Any], root: Path,
                 programs: Mapping[str, OptimizeProgram]) -> JobSpec:
     """The specification to run again for the job whose first ``queued`` row is ``first``
@@ -111,6 +122,8 @@ def resume_spec(first: Mapping[str, Any], latest: Mapping[str, Any], root: Path,
             caused_by=[str(c) for c in given.get("caused_by", [])] if isinstance(given.get("caused_by"), list) else [],
             incident_id=str(given["incident_id"]) if given.get("incident_id") is not None else None,
             est_lm_calls=given.get("est_lm_calls") if isinstance(given.get("est_lm_calls"), int) else None,
+            ensemble_id=str(given["ensemble_id"])[:64] if given.get("ensemble_id") is not None else None,
+            ensemble_members=_members(given.get("ensemble_members"), job_id),
         )
     except KeyError as exc:
         raise UntrustedJob(f"its row lacks {exc}") from None

@@ -252,13 +252,17 @@ class OptimizeService:
                                  caused_by=[signal["id"]], reason=f"quality drift ({signal.get('severity')}):"
                                  f" re-optimizing within ${entry.budget_usd} / {entry.budget_lm_calls} LM calls")])
         try:
-            job = self.jobs.create(tenant, entry.program, trigger="drift", caused_by=(signal["id"],),
-                                   incident_id=incident)
+            if entry.ensemble > 1 and entry.optimizer is None:
+                job = self.jobs.create_ensemble(tenant, entry.program, entry.ensemble, trigger="drift",
+                                                caused_by=(signal["id"],), incident_id=incident)
+            else:
+                job = self.jobs.create(tenant, entry.program, trigger="drift", caused_by=(signal["id"],),
+                                       incident_id=incident)
         except JobError as exc:
             self._append([adaptation(tenant, "reoptimize_skipped", entry.program, ts=self.clock(), details=base,
                                      caused_by=[signal["id"]], reason=f"quality drift: job refused: {exc}")])
             return
-        logger.info("quality drift on %s: job %s queued", entry.program, job["job_id"])
+        logger.info("quality drift on %s: %s queued", entry.program, job.get("ensemble_id") or job["job_id"])
 
     # ------------------------------------------------------------------ loop
 

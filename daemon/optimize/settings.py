@@ -13,6 +13,7 @@ budget_usd = 1.0
 budget_lm_calls = 2000
 margin = 0.05
 routes = ["blue", "green"]               # two routes of the program's [[routing]]
+ensemble = 2                             # drift-triggered runs: the top-2 optimizers within the budget
 ```
 
 Example files are JSONL, one ``{"inputs": {...}, "outputs": {...}}`` per line (what
@@ -22,6 +23,7 @@ Example files are JSONL, one ``{"inputs": {...}, "outputs": {...}}`` per line (w
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -64,6 +66,11 @@ class OptimizeProgram(BaseModel):
     min_interval_s: float = Field(3600.0, ge=0, description="least time between two automatic runs")
     trigger_on_drift: bool = Field(True, description="a quality-drift signal starts a re-optimization")
     optimizer: str | None = Field(None, description="always use this optimizer (else: recommended)")
+    ensemble: int = Field(1, ge=1, le=9, description="automatic runs: the top-k optimizers that fit the one budget"
+                          " (1: the recommended one alone)")
+    ensemble_choice: Literal["cheaper", "ranked"] = Field(
+        "cheaper", description="which member an ensemble keeps: the best devset score, ties to the cheaper run;"
+                               " or 'ranked': scores within the devset's sampling error tie, to the recommender's rank")
     #: Two routes of the program's ``[[routing]]`` that serve program versions: the live
     #: one and the slot a new version is canaried on; they swap roles at each promotion.
     routes: list[str] | None = Field(None, min_length=2, max_length=2)

@@ -40,6 +40,9 @@ class JobSpec:
     incident_id: str | None = None
     est_lm_calls: int | None = None
     recommendation: dict[str, Any] | None = None
+    #: Set for a member of an ensemble: its id and every member's job id (plan order).
+    ensemble_id: str | None = None
+    ensemble_members: list[str] = field(default_factory=list)
 
     @classmethod
     def from_details(cls, details: Mapping[str, Any]) -> JobSpec:
