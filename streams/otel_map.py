@@ -50,6 +50,7 @@ from typing import Any
 
 from adaptd.streams.events import MAX_NAME_LEN, MAX_TEXT_LEN
 from adaptd.streams.features import features, features_many
+from adaptd.streams.otlp_pricing import price_missing_cost
 
 #: Namespace of the ids derived from spans. Never change it: stable ids are what make a
 #: re-sent span land on the rows it already has.
@@ -394,6 +395,8 @@ def map_span(
                                ("error_type", event.get("error_type"))):
                 if value is not None:
                     lm[key] = value
+            if cost is None:  # model and tokens but no cost: LiteLLM's list price, marked estimated
+                price_missing_cost(event, lm)
         if len(used) < len(known):
             for key, value in known.items():  # read but not used for a field: keep it
                 if key not in used:
