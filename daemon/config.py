@@ -80,6 +80,9 @@ class ProcessorSettings(BaseModel):
     batch: int = Field(default=20_000, ge=1, description="most log records per processing step")
     snapshot_every_records: int = Field(default=100_000, ge=1)
     snapshot_every_s: float = Field(default=10.0, ge=0)
+    close_quiet_windows: bool = Field(
+        default=True, description="when live traffic goes quiet, close its windows on wall time: the daemon appends"
+        " tick records that move the watermark (replay sees the same ticks)")
     history_windows: list[str] = Field(default=["10s", "1m", "1h"], min_length=1,
                                        description="ascending window sizes, each dividing the next")
     dedupe_events: int = Field(default=100_000, ge=1, description="re-sent ids are recognised within this many events")

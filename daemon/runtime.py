@@ -30,6 +30,8 @@ from adaptd.streams.processors.drift.detector import DriftConfig
 from adaptd.streams.processors.drift.processor import DriftProcessor, DriftProcessorConfig
 from adaptd.streams.processors.history.processor import HistoryProcessor
 from adaptd.streams.processors.runtime import ProcessorRuntime
+from adaptd.streams.processors.ticker import Ticker
+from adaptd.streams.processors.windows import US, parse_size
 
 logger = logging.getLogger("adaptd.runtime")
 
@@ -113,6 +115,15 @@ def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouti
         processors.append(RoutingPolicy(list(routing), policy))
     processors.append(AnomalyProcessor(AnomalyConfig(max_keys_per_tenant=settings.max_detector_keys_per_tenant)))  # derived: detectors over history's closed windows
     return processors
+
+
+def ticker_for(settings: ProcessorSettings) -> Ticker | None:
+    """The ticker that closes quiet live windows (None when ``close_quiet_windows`` is off):
+    ticks stop once the newest event is older than the longest window plus lateness."""
+    if not settings.close_quiet_windows:
+        return None
+    longest = max(parse_size(size) for size in [*settings.history_windows, settings.drift_window]) / US
+    return Ticker(horizon_s=longest + settings.lateness_s + 1.0)
 
 
 class RuntimeOptions(TypedDict):
@@ -200,7 +211,7 @@ class Runtime:
                 self.processors = ProcessorRuntime(
                     self.log, build_processors(ps, settings.routing, settings.routing_policy), snapshot_path=data_dir / "processors" / "snapshot.pkl",
                     batch=ps.batch, snapshot_every_records=ps.snapshot_every_records,
-                    snapshot_every_s=ps.snapshot_every_s, **runtime_options(ps),
+                    snapshot_every_s=ps.snapshot_every_s, ticker=ticker_for(ps), **runtime_options(ps),
                 )
             except BaseException:
                 self.projector.stop(timeout=settings.shutdown_timeout_s)

@@ -286,6 +286,12 @@ class DeadLetter(BaseModel):
     payload: str
 
 
+#: The kind of the records the daemon's clock appends while live traffic is quiet (see
+#: ``adaptd.streams.processors.ticker``): like dead letters they are log records, not
+#: events of the union, so clients cannot send them; they have no table.
+TICK_KIND = "tick"
+
+
 ENVELOPE_FIELDS = frozenset(EventBase.model_fields)
 KNOWN_FIELDS: dict[str, frozenset[str]] = {k: frozenset(t.model_fields) for k, t in KINDS.items()}
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from adaptd.daemon.readmodel.migrations import DEAD_LETTER_KIND, EVENT_TABLES
-from adaptd.streams.events import DEFAULTS, KINDS, DeadLetter
+from adaptd.streams.events import DEFAULTS, KINDS, TICK_KIND, DeadLetter
 from adaptd.streams.log.base import LogError, Record, RecordBatch, StreamLog
 
 if TYPE_CHECKING:  # store imports this module; at run time only its instances are needed
@@ -65,6 +65,8 @@ class ProjectResult:
     duplicates: int = 0
     #: Dead-letter rows inserted (dead-letter records plus undecodable records).
     dead_letters: int = 0
+    #: Valid records that have no table (``UNSTORED_KINDS``: the clock's ticks).
+    unstored: int = 0
     #: Dead-letter rows deleted because they outlived the store's maximum age.
     expired: int = 0
     #: The partition's position after the call (None when nothing was given).
@@ -123,7 +125,8 @@ class ProjectionPlan:
         models: dict[str, type[BaseModel]] = {**KINDS, DEAD_LETTER_KIND: DeadLetter}
         problems = ["WHEN _bad THEN 'malformed JSON'",
                     """WHEN kind IS NULL THEN 'not a JSON object with a string "kind"'""",
-                    f"WHEN kind NOT IN ({', '.join(map(_sql_literal, targets))}) THEN 'unknown kind ' || kind"]
+                    f"WHEN kind NOT IN ({', '.join(map(_sql_literal, [*targets, *UNSTORED_KINDS]))})"
+                    " THEN 'unknown kind ' || kind"]
         for name in ("id", "ts"):
             problems.append(f"""WHEN {name} IS NULL THEN 'missing or invalid "{name}"'""")
         self.inserts: dict[str, str] = {}
@@ -162,6 +165,10 @@ class ProjectionPlan:
             f" (SELECT _off, @TRY(json_transform(_v, '{self.structure}')) AS j FROM _in))"
         )
         self.stage, self.stage_safe = stage.replace("@TRY", ""), stage.replace("@TRY", "try")
+
+
+#: Valid log records that have no table: the clock's ticks only move the processors' watermark.
+UNSTORED_KINDS = frozenset({TICK_KIND})
 
 
 def prepare_writer(cur: duckdb.DuckDBPyConnection) -> None:
@@ -298,6 +305,7 @@ def project_safely(store: Store, records: RecordBatch | Sequence[Record]) -> tup
         total.skipped += result.skipped
         total.duplicates += result.duplicates
         total.dead_letters += result.dead_letters
+        total.unstored += result.unstored
         total.expired += result.expired
         for table, n in result.inserted.items():
             total.inserted[table] = total.inserted.get(table, 0) + n
@@ -309,7 +317,8 @@ class Projector(threading.Thread):
     """Projects the log into the store until stopped.  Counters are read by ``/v1/stats``.
 
     Attributes:
-        projected: records handled (projected, skipped as duplicates or dead-lettered).
+        projected: records handled (projected, skipped as duplicates or dead-lettered;
+            the clock's ticks, which have no table, are not counted).
         errors: failed batches, records and commits so far (the thread keeps running).
         last_error: the latest error message, or None.
     """
@@ -362,7 +371,7 @@ class Projector(threading.Thread):
             result, errors = project_safely(self._store, batch)
             if errors:
                 self._failed(None, errors, f"{errors} projection error(s) near offset {batch.offsets[0]}")
-            self.projected += len(batch)
+            self.projected += len(batch) - result.unstored  # events, not the clock's ticks
             with self._progress:
                 self._progress.notify_all()
             try:

@@ -34,6 +34,7 @@ import orjson
 from adaptd.daemon.readmodel.migrations import DEAD_LETTER_KIND as _DEAD
 from adaptd.daemon.readmodel.migrations import EVENT_TABLES, migrate
 from adaptd.daemon.readmodel.projector import (
+    UNSTORED_KINDS,
     ProjectionPlan,
     ProjectResult,
     dead_letter_rows,
@@ -219,6 +220,8 @@ class Store:
                           result: ProjectResult) -> None:
         partition = batch.partition
         kinds, letters = stage_batch(cur, self._plan, batch)
+        result.unstored = sum(n for kind, n, *_ in kinds if kind in UNSTORED_KINDS)
+        kinds = [k for k in kinds if k[0] not in UNSTORED_KINDS]
         tops = {("dead_letters" if kind == _DEAD else EVENT_TABLES[kind]): high for kind, _, _, _, high, _ in kinds}
         if letters:
             top = max(row[0] for row in letters)

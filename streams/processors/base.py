@@ -42,12 +42,20 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from adaptd.streams.events import TICK_KIND
+
 #: The kinds a source processor may read; the runtime never parses any other kind
 #: (in particular not the derived kinds processors emit, so there are no loops).
 SOURCE_KINDS: tuple[str, ...] = ("execution", "lm_call", "feedback", "route_decision")
 #: ``EventBatch.kind`` holds these codes.
 KIND_CODE: dict[str, int] = {k: i for i, k in enumerate(SOURCE_KINDS)}
 EXECUTION, LM_CALL, FEEDBACK, ROUTE_DECISION = (KIND_CODE[k] for k in SOURCE_KINDS)
+#: The record the daemon's clock appends while live traffic is quiet (see
+#: ``streams.processors.ticker``).  The runtime parses it only to move the watermark, in
+#: log order like any event, and takes it out before processors see the batch.
+TICK = len(SOURCE_KINDS)
+#: The codes the runtime's parse knows: the source kinds and the tick.
+PARSE_CODE: dict[str, int] = {**KIND_CODE, TICK_KIND: TICK}
 
 #: Watermark before any event was seen (far in the past, yet safe from int64 overflow).
 NO_WATERMARK = -(2**62)
@@ -153,10 +161,11 @@ class EventBatch:
 
     @classmethod
     def from_events(cls, events: Sequence[Mapping[str, Any]], offsets: Sequence[int] | None = None,
-                    append_ms: Sequence[int] | None = None, columns: Iterable[str] = ()) -> EventBatch:
+                    append_ms: Sequence[int] | None = None, columns: Iterable[str] = (),
+                    codes: Mapping[str, int] = KIND_CODE) -> EventBatch:
         """Build a batch from event dicts (the slow path: tests, and logs JSON can't bulk-parse).
 
-        Events of kinds outside ``SOURCE_KINDS`` are skipped.  ``ts`` may be a datetime
+        Events of kinds outside ``codes`` (the source kinds) are skipped.  ``ts`` may be a datetime
         or an ISO string; ``offsets`` default to 0, 1, ...; ``append_ms`` to 0 (no bound
         on how far event time runs ahead of the log).  ``columns`` name the ``extra``
         fields to carry (as they are in the events).
@@ -164,7 +173,7 @@ class EventBatch:
         Raises:
             KeyError, ValueError, TypeError: an event lacks ``id`` / ``ts`` or has a bad one.
         """
-        rows = [(i, e) for i, e in enumerate(events) if e.get("kind") in KIND_CODE]
+        rows = [(i, e) for i, e in enumerate(events) if e.get("kind") in codes]
         n = len(rows)
         offs = list(range(len(events))) if offsets is None else list(offsets)
         appended = [0] * len(events) if append_ms is None else list(append_ms)
@@ -180,7 +189,7 @@ class EventBatch:
 
         cache = [e.get("cache_hit") for _, e in rows]
         batch = cls(
-            kind=np.array([KIND_CODE[e["kind"]] for _, e in rows], np.int8),
+            kind=np.array([codes[e["kind"]] for _, e in rows], np.int8),
             id=[str(e["id"]) for _, e in rows],
             ts=np.array([to_us(e["ts"]) for _, e in rows], np.int64),
             status_error=np.array([e.get("status") == "error" for _, e in rows], bool),
@@ -194,11 +203,9 @@ class EventBatch:
             cost_usd=floats("cost_usd"), score=floats("score"), probability=floats("probability"),
             extra={name: [e.get(name) for _, e in rows] for name in columns},
         )
-        if n:
-            # tenant defaults like the model's default: canonical events always carry it.
-            codes = batch.tenant.codes
-            if (codes < 0).any():
-                batch.tenant = Cat.from_list([e.get("tenant") or "default" for _, e in rows])
+        # tenant defaults like the model's default: canonical events always carry it.
+        if n and (batch.tenant.codes < 0).any():
+            batch.tenant = Cat.from_list([e.get("tenant") or "default" for _, e in rows])
         return batch
 
     def take(self, rows: np.ndarray) -> EventBatch:

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from adaptd.streams.log.base import Record
-from adaptd.streams.processors.base import KIND_CODE, SOURCE_KINDS, Cat, EventBatch
+from adaptd.streams.processors.base import PARSE_CODE, SOURCE_KINDS, Cat, EventBatch
 
 _SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -72,7 +72,7 @@ def parse_records(records: Sequence[Record], kinds: frozenset[str] = frozenset(S
     """
     if not records:
         return Parsed(EventBatch.from_events([], columns=columns))
-    wanted = sorted(k for k in kinds if k in KIND_CODE)
+    wanted = sorted(k for k in kinds if k in PARSE_CODE)
     blob = b"\n".join(r.value for r in records)
     try:
         table = pj.read_json(io.BytesIO(blob), parse_options=_PARSE,
@@ -149,7 +149,7 @@ def _from_table(table: pa.Table, offsets: np.ndarray, append_ms: np.ndarray) -> 
         return pc.fill_null(table[name], float("nan")).to_numpy().astype(np.float64, copy=False)
 
     kinds = cat("kind")
-    kind_codes = np.array([KIND_CODE[k] for k in kinds.values] or [0], np.int8)[kinds.codes]
+    kind_codes = np.array([PARSE_CODE[k] for k in kinds.values] or [0], np.int8)[kinds.codes]
     tenant = cat("tenant")
     if (tenant.codes < 0).any():  # absent tenant: the model's default
         tenant = Cat.from_list([tenant.get(i) or "default" for i in range(len(tenant.codes))])
@@ -186,7 +186,7 @@ def _parse_slowly(records: Sequence[Record], wanted: list[str], columns: frozens
         if event.get("kind") not in kinds:
             continue
         try:
-            one = EventBatch.from_events([event])  # validates id / ts / numbers
+            one = EventBatch.from_events([event], codes=PARSE_CODE)  # validates id / ts / numbers
         except (KeyError, ValueError, TypeError):
             bad += 1
             continue
@@ -194,4 +194,4 @@ def _parse_slowly(records: Sequence[Record], wanted: list[str], columns: frozens
             events.append(event)
             offsets.append(record.offset)
             stamps.append(record.timestamp_ms)
-    return Parsed(EventBatch.from_events(events, offsets, stamps, columns), bad)
+    return Parsed(EventBatch.from_events(events, offsets, stamps, columns, PARSE_CODE), bad)

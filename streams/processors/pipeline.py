@@ -4,6 +4,8 @@ The embedded runtime (``adaptd.streams.processors.runtime``) and a Kafka partiti
 (``adaptd.streams.kafka.partition_fold``) run exactly this code, so both modes derive the same events
 from the same records: parse the source kinds, compute per-event watermarks, run the
 source processors on the batch and each derived one on its upstream's outputs.
+Tick records (the daemon's clock, see ``ticker``) count for the watermark in log order
+like events, then leave the batch: processors never see them.
 Pure: no clock, no I/O; the states are updated in place.
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adaptd.streams.processors.base import TICK, TICK_KIND
 from adaptd.streams.processors.parse import parse_records, raw_events
 from adaptd.streams.processors.windows import US, watermark_of, watermarks
 
@@ -26,6 +29,8 @@ class Step:
     outputs: list[tuple[str, dict[str, Any]]]
     events: int
     unreadable: int
+    #: The highest event time of the step's events (ticks left out), or None without events.
+    live_high: int | None = None
 
 
 class Pipeline:
@@ -80,11 +85,14 @@ class Pipeline:
             Exception: a processor failed; ``states`` may be half-updated, so the caller
                 must drop them and reload stored ones.
         """
-        parsed = parse_records(records, self.kinds, self.columns)
+        parsed = parse_records(records, self.kinds | {TICK_KIND}, self.columns)
         batch = parsed.batch
         if self.raw_kinds:
             batch.extra["_raw"] = raw_events(records, self.raw_kinds)
         batch.wm, new_high = watermarks(batch.ts, batch.append_ms, high, self.lateness_us, self.max_future_us)
+        ticks = batch.kind == TICK
+        if ticks.any():
+            batch = batch.take(~ticks)
         watermark = watermark_of(new_high, self.lateness_us)
         produced: dict[str, list[dict[str, Any]]] = {}
         outputs: list[tuple[str, dict[str, Any]]] = []
@@ -93,4 +101,5 @@ class Pipeline:
             given = batch if upstream is None else produced[upstream]
             states[p.name], produced[p.name] = p.process(states[p.name], given, watermark)
             outputs += [(p.name, o) for o in produced[p.name]]
-        return Step(new_high, outputs, len(batch), parsed.unreadable)
+        live_high = int(batch.ts.max()) if len(batch) else None
+        return Step(new_high, outputs, len(batch), parsed.unreadable, live_high)

@@ -12,7 +12,9 @@ One loop (a thread in the daemon, or driven by hand through ``step``):
 4. run each source processor on the batch, then each derived processor on its upstream's
    outputs;
 5. append every output to the log and wait until it is durable (output first);
-6. every ``snapshot_every_records`` records or ``snapshot_every_s`` seconds (on the
+6. while idle, with a ``ticker``, append a tick when it is due (``ticker``: quiet live
+   traffic still closes its windows, and replay sees the same ticks);
+7. every ``snapshot_every_records`` records or ``snapshot_every_s`` seconds (on the
    injected ``clock``), write states + position + watermark atomically, and only then
    commit the position as the group's, so log retention never deletes a record a
    restart would need.
@@ -38,6 +40,8 @@ from adaptd.streams.log.base import LogError, StreamLog
 from adaptd.streams.processors.base import NO_WATERMARK, DerivedProcessor, SourceProcessor, iso_us
 from adaptd.streams.processors.pipeline import Pipeline
 from adaptd.streams.processors.snapshot import SnapshotError, read_snapshot, write_snapshot
+from adaptd.streams.processors.ticker import Ticker, tick_record
+from adaptd.streams.processors.windows import US
 
 logger = logging.getLogger("adaptd.processors")
 
@@ -56,7 +60,8 @@ class ProcessorRuntime:
                  group: str = "processors", lateness_s: float = 5.0, max_future_s: float | None = 0.0,
                  batch: int = 20_000, snapshot_every_records: int = 100_000, snapshot_every_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic, poll_s: float = 0.2, retry_s: float = 1.0,
-                 emit: Callable[[list[bytes]], Any] | None = None, partition: int = 0) -> None:
+                 emit: Callable[[list[bytes]], Any] | None = None, partition: int = 0,
+                 ticker: Ticker | None = None, wall: Callable[[], float] = time.time) -> None:
         """Args:
             log: the log to follow; outputs are appended to it unless ``emit`` is given.
             processors: source processors, then derived ones (each after its upstream).
@@ -74,6 +79,8 @@ class ProcessorRuntime:
             clock: monotonic seconds, for the time-based cadence only.
             poll_s, retry_s: thread loop: longest idle wait, pause after a failure.
             emit: where outputs go (default: ``log.append``, durable before returning).
+            ticker: when to append a tick while idle (None: never, as in replay).
+            wall: wall-clock seconds since the epoch, for ticks.
 
         Raises:
             ValueError: duplicate processor names, or a derived processor before (or
@@ -88,6 +95,9 @@ class ProcessorRuntime:
         self._every_records, self._every_s = max(1, snapshot_every_records), snapshot_every_s
         self._clock, self._poll, self._retry = clock, poll_s, retry_s
         self._emit = emit if emit is not None else (lambda values: log.append(values))
+        self._ticker, self._wall = ticker, wall
+        self._live_lag_s: float | None = None
+        self.ticks = 0
         self.records_read = self.events = self.unreadable = self.outputs = 0
         self.snapshots = self.errors = 0
         self.last_error: str | None = None
@@ -118,9 +128,11 @@ class ProcessorRuntime:
         start = self._log.start_offset(self._partition)
         if payload is None:
             self.position, self.high = start, NO_WATERMARK
+            self.live_high: int | None = None
             self.states = self._pipeline.initial_states()
         else:
             self.position, self.high, self.states = payload["position"], payload["high"], payload["states"]
+            self.live_high = payload.get("live_high")
             self.snapshot_position = self.position
         if self.position < start:
             logger.error("log retention removed records %d-%d before the processors read them",
@@ -161,6 +173,9 @@ class ProcessorRuntime:
         if step.outputs:
             self._emit([orjson.dumps(o) for _, o in step.outputs])
         self.high = step.high
+        if step.live_high is not None:
+            self.live_high = step.live_high if self.live_high is None else max(self.live_high, step.live_high)
+            self._live_lag_s = self._wall() - self.live_high / US  # how old live events are when they arrive
         self.position = records[-1].offset + 1
         self._since_snapshot += len(records)
         self.records_read += len(records)
@@ -179,7 +194,7 @@ class ProcessorRuntime:
         if self._path is None:
             return
         write_snapshot(self._path, {"config": self._config(), "position": self.position, "high": self.high,
-                                    "states": self.states})
+                                    "live_high": self.live_high, "states": self.states})
         self.snapshot_position = self.position
         self.snapshots += 1
         self._since_snapshot = 0
@@ -211,6 +226,7 @@ class ProcessorRuntime:
                 if self._stopping.is_set() and (not moved or time.monotonic() >= self._deadline):
                     break
                 if not moved:
+                    self._tick_if_due()
                     self._log.wait(self.position, self._poll, self._partition)
             except Exception as exc:  # keep running: the log or a processor may recover
                 self._failed(exc)
@@ -221,6 +237,20 @@ class ProcessorRuntime:
                 self.snapshot()
         except Exception as exc:
             self._failed(exc)
+
+    def _tick_if_due(self) -> None:
+        """Append a tick when the ticker says one is due (durable before returning).
+
+        Raises:
+            LogError: the log refused it (the loop counts the failure and goes on).
+        """
+        if self._ticker is None or self._stopping.is_set():
+            return
+        now = self._wall()
+        if self._ticker.due(now, None if self.live_high is None else self.live_high / US, self._live_lag_s):
+            self._ticker.last_tick_s = now
+            self._emit([tick_record(now)])
+            self.ticks += 1
 
     def stop(self, timeout: float | None = 10.0) -> bool:
         """Drain what is in the log (for up to ``timeout`` s), snapshot, end the thread.
@@ -272,7 +302,7 @@ class ProcessorRuntime:
             "position": self.position, "lag": lag, "resumed_at": self.resumed_at,
             "watermark": None if wm <= NO_WATERMARK else iso_us(wm),
             "records_read": self.records_read, "events": self.events, "unreadable": self.unreadable,
-            "late_events": late, "outputs": self.outputs, "snapshots": self.snapshots,
+            "late_events": late, "outputs": self.outputs, "ticks": self.ticks, "snapshots": self.snapshots,
             "snapshot_position": self.snapshot_position, "errors": self.errors, "last_error": self.last_error,
             "processors": metrics,
         }
