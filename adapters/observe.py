@@ -22,6 +22,7 @@ import uuid_utils
 
 import adaptd.adapters as _sdk  # the package (for get_client) is initialised by the time we call it
 from adaptd.adapters.client import Client
+from adaptd.adapters.dspy_describe import prediction_fields
 from adaptd.adapters.features import describe_args, features
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,13 +80,19 @@ class Observation:
         self.fields["inputs"] = {"args": self._describe(values)}
 
     def record_output(self, value: Any) -> None:
-        """Record the output: as features, or raw with ``capture_content=True``."""
-        self.fields["outputs"] = {"return": value if self.capture_content else features(value)}
+        """Record the output: as features, or raw with ``capture_content=True``.
+
+        Named as the DSPy callback names a module's output, so drift sees the same
+        fields whatever the entry point: a record (a DSPy ``Prediction``, a mapping) by its
+        fields (``{"answer": ...}``), anything else as ``{"return": ...}``.
+        """
+        fields = prediction_fields(value)
+        self.fields["outputs"] = self._describe(dict(fields) if fields is not None else {"return": value})
 
     def _describe(self, values: dict[str, Any]) -> dict[str, Any]:
         if self.capture_content:
             return dict(values)
-        return {name: features(v) for name, v in values.items()}
+        return {str(name): features(v) for name, v in values.items()}
 
 
 class Observer:

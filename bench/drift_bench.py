@@ -23,6 +23,9 @@ Scenarios (all shifts start at a window boundary):
   latency         lognormal median +50 % (800 -> 1200 ms), same spread
   quality_graded  graded judge scores {0, .25, .5, .75, 1}, mean 0.80 -> 0.70
   quality_binary  pass/fail scores, pass rate 0.80 -> 0.70 (the hardest case)
+  length_growth   questions of 16-60 words instead of 8-30, same topics: flagged as
+                  ``inputs.question.len``; a finding on ``inputs.question.text`` in the
+                  changed windows is counted as misnamed (``wrong``)
 
 CPU: ``time.process_time`` of ``close_window`` (all tests of one window) and of ``observe``
 per execution, over the whole run, reported as medians over windows.
@@ -66,13 +69,19 @@ TOPICS = [t.split() for t in TOPICS]
 
 SCENARIOS = {
     # name: (changed parameter, before, after, feature expected to be flagged)
-    "topic_mix": ("mix", (0.4, 0.3, 0.2, 0.1, 0.0), (0.1, 0.2, 0.3, 0.4, 0.0), "inputs.question.hv"),
-    "new_topic": ("mix", (0.4, 0.3, 0.2, 0.1, 0.0), (0.3, 0.225, 0.15, 0.075, 0.25), "inputs.question.hv"),
+    "topic_mix": ("mix", (0.4, 0.3, 0.2, 0.1, 0.0), (0.1, 0.2, 0.3, 0.4, 0.0), "inputs.question.text"),
+    "new_topic": ("mix", (0.4, 0.3, 0.2, 0.1, 0.0), (0.3, 0.225, 0.15, 0.075, 0.25), "inputs.question.text"),
     "latency": ("latency_median", 800.0, 1200.0, "duration_ms"),
     "quality_graded": ("quality_mean", 0.80, 0.70, "quality"),
     "quality_binary": ("quality_pass", 0.80, 0.70, "quality"),
+    # the same topics in longer questions: a length drift, not a content drift
+    "length_growth": ("words", (8, 30), (16, 60), "inputs.question.len"),
 }
-BASE = {"mix": SCENARIOS["topic_mix"][1], "latency_median": 800.0, "quality_mean": 0.80, "quality_pass": None}
+BASE = {"mix": SCENARIOS["topic_mix"][1], "latency_median": 800.0, "quality_mean": 0.80, "quality_pass": None,
+        "words": (8, 30)}
+#: Per scenario, features whose finding after the change would misname it (a length
+#: change reported as a content change).
+WRONG = {"length_growth": ("inputs.question.text",)}
 
 
 def graded_score(rnd: random.Random, mean: float) -> float:
@@ -83,7 +92,7 @@ def graded_score(rnd: random.Random, mean: float) -> float:
 def execution(rnd: random.Random, p: dict) -> dict:
     """One execution event (as a wire dict) with its quality score."""
     topic = rnd.choices(range(len(TOPICS)), weights=p["mix"])[0]
-    n = rnd.randint(8, 30)
+    n = rnd.randint(*p["words"])
     words = [rnd.choice(TOPICS[topic]) if rnd.random() < 0.6 else rnd.choice(COMMON) for _ in range(n)]
     text = " ".join(words)
     route = "fast" if rnd.random() < 0.7 else "strong"
@@ -114,7 +123,7 @@ def run(scenario: str, seed: int, args: argparse.Namespace) -> dict:
     if param == "quality_pass":
         p["quality_pass"] = before
     p[param] = before
-    close_cpu, obs_cpu, false_alarms, alarm_features, delay = [], 0.0, 0, {}, None
+    close_cpu, obs_cpu, false_alarms, alarm_features, delay, wrong = [], 0.0, 0, {}, None, 0
     total_windows = args.reference + args.quiet + args.max_delay
     n_obs = 0
     for w in range(total_windows):
@@ -135,11 +144,14 @@ def run(scenario: str, seed: int, args: argparse.Namespace) -> dict:
             false_alarms += 1
             for f in findings:
                 alarm_features[f.feature] = alarm_features.get(f.feature, 0) + 1
-        if changed and any(f.feature == expected for f in findings):
+        if changed:
+            wrong += sum(f.feature in WRONG.get(scenario, ()) for f in findings)
+        if changed and delay is None and any(f.feature == expected for f in findings):
             delay = w - (args.reference + args.quiet) + 1
-            break
+            if scenario not in WRONG:  # else watch every changed window for misnamed findings
+                break
     state_bytes = len(json.dumps(det.to_state()))
-    return {"false_alarm_windows": false_alarms, "alarm_features": alarm_features, "delay": delay,
+    return {"false_alarm_windows": false_alarms, "alarm_features": alarm_features, "delay": delay, "wrong": wrong,
             "close_ms": statistics.median(close_cpu) * 1e3 if close_cpu else None,
             "observe_us": obs_cpu / n_obs * 1e6, "state_kb": state_bytes / 1024}
 
@@ -170,7 +182,7 @@ def main() -> None:
             for k, v in r["alarm_features"].items():
                 feats[k] = feats.get(k, 0) + v
         s = {
-            "delays": [r["delay"] for r in runs],
+            "delays": [r["delay"] for r in runs], "misnamed_findings": sum(r["wrong"] for r in runs),
             "false_alarm_windows": fa, "quiet_windows": quiet_total, "false_alarm_rate": fa / quiet_total,
             "false_alarm_features": feats,
             "close_window_cpu_ms_median": statistics.median(r["close_ms"] for r in runs),

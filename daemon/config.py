@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adaptd.daemon.adaptation.config import ProgramRouting
@@ -99,6 +99,28 @@ class ProcessorSettings(BaseModel):
     drift_reference_windows: int = Field(default=5, ge=1, description="first windows per program that form the reference")
     drift_golden_quality: dict[str, list[float]] = Field(
         default={}, description="program -> golden-set scores: quality drift is tested against their mean")
+    drift_reference: str = Field(
+        default="7d", description="the reference each drift window is compared with, in event time: the clean windows"
+        " of this span at the same time of the season (hour of the day by default), so daily cycles are not drift;"
+        ' "" compares with the first drift_reference_windows windows, frozen')
+    drift_season: str = Field(default="1d", description='the cycle the drift reference follows ("7d": weekly)')
+    drift_season_buckets: int = Field(
+        default=24, ge=1, description="buckets per season (24: hours of the day; 168 with a 7d season: hours of the week)")
+    drift_alpha: float = Field(default=1e-4, gt=0, lt=1,
+                               description="false-alarm probability per program and drift window, over all its tests")
+    drift_min_samples: int = Field(default=50, ge=2, description="values a feature needs in a window and in its"
+                                   " reference to be tested; a window with fewer is reported not_tested")
+    drift_numeric_min_effect: float = Field(
+        default=0.1, gt=0, le=1, description="smallest drift of a number (latency, tokens, lengths) that is flagged:"
+        " the Kolmogorov-Smirnov distance, the largest gap between the two cumulative distributions")
+    drift_categorical_min_effect: float = Field(
+        default=0.1, gt=0, le=1, description="smallest drift of a category mix (route, model, status) that is flagged:"
+        " the Jensen-Shannon distance of the shares")
+    drift_text_min_auc: float = Field(
+        default=0.55, gt=0.5, le=1, description="smallest content drift of a text field that is flagged: how well a"
+        " classifier tells the window's texts from the reference's at equal length (0.5: not at all)")
+    drift_quality_min_drop: float = Field(
+        default=0.05, gt=0, le=1, description="smallest drop of the mean feedback score (0..1) that is flagged")
 
     @field_validator("drift_golden_quality")
     @classmethod
@@ -115,6 +137,25 @@ class ProcessorSettings(BaseModel):
 
         parse_size(value)
         return value
+
+    @model_validator(mode="after")
+    def _drift_reference(self) -> ProcessorSettings:
+        self.drift_detector_config()  # a reference, season or bucket count that do not fit: say which
+        return self
+
+    def drift_detector_config(self) -> Any:
+        """The drift detector's ``DriftConfig`` from these settings (seed and caps: its defaults).
+
+        Raises:
+            ValueError: a reference, season or bucket count that do not fit together.
+        """
+        from adaptd.streams.processors.drift.detector import DriftConfig
+
+        return DriftConfig(
+            reference_windows=self.drift_reference_windows, reference=self.drift_reference, season=self.drift_season,
+            season_buckets=self.drift_season_buckets, alpha=self.drift_alpha, min_samples=self.drift_min_samples,
+            numeric_min_effect=self.drift_numeric_min_effect, categorical_min_effect=self.drift_categorical_min_effect,
+            text_min_auc=self.drift_text_min_auc, quality_min_drop=self.drift_quality_min_drop)
 
     @field_validator("max_future_s")
     @classmethod

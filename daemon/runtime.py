@@ -26,7 +26,6 @@ from adaptd.daemon.readmodel.store import Store
 from adaptd.streams.log import LogError, StreamLog, open_log
 from adaptd.streams.processors.anomaly.error_burst import BurstConfig, ErrorBurstProcessor
 from adaptd.streams.processors.anomaly.processor import AnomalyConfig, AnomalyProcessor
-from adaptd.streams.processors.drift.detector import DriftConfig
 from adaptd.streams.processors.drift.processor import DriftProcessor, DriftProcessorConfig
 from adaptd.streams.processors.history.processor import HistoryProcessor
 from adaptd.streams.processors.runtime import ProcessorRuntime
@@ -108,7 +107,7 @@ def build_processors(settings: ProcessorSettings, routing: Sequence[ProgramRouti
             window=settings.drift_window, min_executions=settings.drift_min_executions,
             resolve_windows=settings.drift_resolve_windows,
             max_keys_per_tenant=settings.max_detector_keys_per_tenant,
-            detector=DriftConfig(reference_windows=settings.drift_reference_windows),
+            detector=settings.drift_detector_config(),
             golden_quality=tuple((program, tuple(scores))
                                  for program, scores in sorted(settings.drift_golden_quality.items())))))
     if routing:  # reads outcomes, feedback, signals and admin actions; writes routing tables

@@ -30,8 +30,9 @@ the parent span; ``root_id`` only on root spans (themselves: a child cannot know
 
 Content (``input.value``, ``output.value``, ``llm.input_messages.*``, ``gen_ai.prompt``,
 ...) is never copied into ``attrs``: it becomes ``inputs`` / ``outputs`` =
-``{"value": features(text)}`` and, only with ``capture_content=True``, also
-``{"content": text}`` (at most ``MAX_CONTENT_CHARS``).  The other attributes are kept in
+``{"value": features(text)}``, plus ``{"fields": {name: features(value)}}`` when the text is
+a JSON object of named scalar values (a call's arguments, a prediction's fields) and, only
+with ``capture_content=True``, also ``{"content": text}`` (at most ``MAX_CONTENT_CHARS``).  The other attributes are kept in
 ``attrs``, flattened and bounded (see the ``MAX_ATTR*`` constants) so that one span cannot
 outgrow the event size limit.
 """
@@ -47,6 +48,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from adaptd.streams.events import MAX_NAME_LEN, MAX_TEXT_LEN
 from adaptd.streams.features import features, features_many
@@ -506,12 +509,17 @@ def _amount(value: Any) -> float | None:
 
 def _content(parts: list[tuple[str, Any]], main: str, capture: bool,
              pending: list[tuple[dict[str, Any], str]] | None) -> dict[str, Any]:
-    """``{"value": features(text)}`` (+ ``"content"`` when captured) of one side's content.
+    """``{"value": features(text)}`` (+ ``"fields"``, + ``"content"`` when captured) of one
+    side's content.
 
     The text is the ``main`` attribute (``input.value`` / ``output.value``) when present,
     else the content attributes' string values joined by newlines, in span order.  With
     ``pending`` (``map_spans``), a string's features are left to the caller: ``"value"``
-    is None and ``(the dict, text)`` is appended to ``pending``.
+    is None and ``(the dict, text)`` is appended to ``pending``.  When the text is a JSON
+    object of at most ``MAX_CONTENT_FIELDS`` named scalar values (what OpenInference
+    records for a module call's arguments and a prediction's fields), ``"fields"`` holds
+    each one's features, ``{"question": features(...)}``: the same as the SDK's callback
+    and ``observe`` send, so drift sees the same fields whatever the entry point.
     """
     text: Any = None
     for key, value in parts:
@@ -529,12 +537,34 @@ def _content(parts: list[tuple[str, Any]], main: str, capture: bool,
         pending.append((out, text))
     else:
         out = {"value": features(text)}
+    named = _named_values(text)
+    if named:
+        out["fields"] = dict(zip(named, features_many(list(named.values()))))
     if capture:
         raw = text if isinstance(text, str) else str(text)
         out["content"] = raw[:MAX_CONTENT_CHARS]
         if len(raw) > MAX_CONTENT_CHARS:
             out["truncated"] = True
     return out
+
+
+#: A JSON object text with more named values than this gets no per-field features.
+MAX_CONTENT_FIELDS = 16
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _named_values(text: Any) -> dict[str, Any] | None:
+    """The object a JSON text holds when it is ``{name: scalar, ...}`` (1 to
+    ``MAX_CONTENT_FIELDS`` names), else None (not JSON, not an object, nested values)."""
+    if not isinstance(text, str) or not text.startswith("{") or len(text) > MAX_CONTENT_CHARS:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or not 0 < len(value) <= MAX_CONTENT_FIELDS:
+        return None
+    return value if all(isinstance(v, _SCALARS) for v in value.values()) else None
 
 
 def _resource(resource: Mapping[str, Any], memo: dict[int, Any] | None) -> tuple[dict[str, Any], int | None, str | None]:

@@ -30,7 +30,7 @@ BASE = {"mix": (0.5, 0.3, 0.2, 0.0), "latency": 800.0, "quality": 0.8}
 def execution(rnd: random.Random, p: dict) -> dict:
     """The features of one execution event; text length does not depend on the topic."""
     topic = rnd.choices(range(len(TOPICS)), weights=p["mix"])[0]
-    n = rnd.randint(8, 30)
+    n = rnd.randint(*p.get("words", (8, 30)))
     text = " ".join(rnd.choice(TOPICS[topic]) if rnd.random() < 0.6 else rnd.choice(COMMON) for _ in range(n))
     route = "fast" if rnd.random() < 0.7 else "strong"
     event = {
@@ -88,12 +88,28 @@ def test_latency_median_up_50_percent_is_flagged_within_2_windows_with_its_evide
 def test_topic_mix_change_is_flagged_within_2_windows_by_the_text_sketch(text_test):
     det, rnd = warmed(seed=3, config=DriftConfig(reference_windows=3, seed=7, text_test=text_test))
     windows = feed(det, rnd, 2, mix=(0.1, 0.2, 0.3, 0.4))
-    assert "inputs.question.hv" in flagged(windows[0]) | flagged(windows[1])
-    f = next(f for w in windows for f in w if f.feature == "inputs.question.hv")
+    assert "inputs.question.text" in flagged(windows[0]) | flagged(windows[1])
+    f = next(f for w in windows for f in w if f.feature == "inputs.question.text")
     assert f.kind == "text" and f.effect >= CONFIG.text_min_auc  # the domain classifier's AUC
     assert f.test == {"mmd": "mmd", "classifier": "domain_auc"}[text_test]
     # Lengths do not depend on the topic: only the sketch may tell.
-    assert flagged(windows[0]) | flagged(windows[1]) == {"inputs.question.hv"}
+    assert flagged(windows[0]) | flagged(windows[1]) == {"inputs.question.text"}
+
+
+@pytest.mark.parametrize("text_test", ["mmd", "classifier"])
+def test_pure_length_growth_is_a_length_drift_and_never_a_content_drift(text_test):
+    """The same topics in questions twice as long: ``.len`` drifts; ``.text`` (whose
+    sketches get denser with length) is tested with length held fixed and stays quiet."""
+    det, rnd = warmed(seed=5, config=DriftConfig(reference_windows=3, seed=7, text_test=text_test))
+    windows = feed(det, rnd, 8, words=(16, 60))
+    assert all("inputs.question.len" in flagged(w) for w in windows)
+    assert not any("inputs.question.text" in flagged(w) for w in windows)
+
+
+def test_a_content_change_at_the_same_length_is_still_a_content_drift():
+    det, rnd = warmed(seed=6)
+    windows = feed(det, rnd, 2, mix=(0.0, 0.0, 0.2, 0.8), words=(16, 60))
+    assert {"inputs.question.len", "inputs.question.text"} <= flagged(windows[0]) | flagged(windows[1])
 
 
 def test_quality_drop_of_10_points_is_flagged_within_2_windows():
@@ -222,8 +238,73 @@ def test_execution_features_flattens_an_event_and_describes_raw_inputs():
     assert out["duration_ms"] == 12.5 and out["tokens_in"] == 10 and out["route"] == "r1" and out["status"] == "ok"
     assert "model" not in out and "cost_usd" not in out
     assert out["inputs.question.len"] == 18 and out["inputs.question.type"] == "str"
-    assert len(out["inputs.question.hv"]) == 32
+    assert len(out["inputs.question.text"]) == 32
     assert out["inputs.context.keys"] == ["k"] and out["inputs.context.type"] == "dict"
-    assert out["inputs.raw.len"] == 11 and "inputs.raw.hv" in out  # raw content, described here
+    assert out["inputs.raw.len"] == 11 and "inputs.raw.text" in out  # raw content, described here
     assert out["quality"] == 0.5
     assert execution_features({"kind": "execution", "inputs": None}) == {}
+
+
+HOUR_US = 3_600_000_000
+
+
+def feed_hours(det: DriftDetector, rnd: random.Random, first: int, hours: int, per_hour: int = 600,
+               slower: float = 1.0) -> list[list]:
+    """Hourly windows ``first .. first + hours - 1`` (hours since midnight of day 0) whose
+    latency follows a daily cycle of +-15 % (times ``slower``); the findings of each."""
+    out = []
+    for h in range(first, first + hours):
+        p = {**BASE, "latency": 800.0 * (1 + 0.15 * math.sin(2 * math.pi * h / 24)) * slower}
+        for _ in range(per_hour):
+            det.observe(execution(rnd, p))
+        out.append(det.close_window(window_end=(h + 1) * HOUR_US, window_start=h * HOUR_US))
+    return out
+
+
+def test_a_daily_latency_cycle_alarms_a_frozen_reference_but_not_a_reference_by_hour_of_day():
+    frozen = DriftDetector(DriftConfig(reference_windows=3, seed=7))
+    rnd = random.Random(11)
+    found = []
+    for h in range(48):
+        p = {**BASE, "latency": 800.0 * (1 + 0.15 * math.sin(2 * math.pi * h / 24))}
+        for _ in range(600):
+            frozen.observe(execution(rnd, p))
+        found += [f.feature for f in frozen.close_window(window_end=h + 1)]
+    assert "duration_ms" in found  # the cycle itself reads as drift against the first 3 hours
+
+    rolling = DriftDetector(DriftConfig(reference_windows=3, seed=7, reference="2d"))
+    rnd = random.Random(11)
+    quiet = feed_hours(rolling, rnd, 0, 72)
+    assert quiet == [[]] * 72
+    assert rolling.last_window is not None and rolling.last_window["state"] == "tested"
+    shifted = feed_hours(rolling, rnd, 72, 2, slower=1.3)
+    assert "duration_ms" in flagged(shifted[0]) | flagged(shifted[1])
+
+
+def test_the_rolling_reference_forgets_what_is_older_than_its_span():
+    det = DriftDetector(DriftConfig(reference_windows=1, seed=7, reference="1d", season_spread=0))
+    rnd = random.Random(5)
+    feed_hours(det, rnd, 0, 30, per_hour=60)
+    slots = det._features["duration_ms"].slots.slots
+    assert sorted(slots) == list(range(5, 30))  # this hour today and the 24 hours before
+    with pytest.raises(ValueError, match="window_start and window_end"):
+        det.close_window(window_end=1)
+
+
+def test_a_rolling_reference_round_trips_through_json_and_continues_identically():
+    det = DriftDetector(DriftConfig(reference_windows=2, seed=7, reference="1d"))
+    rnd = random.Random(9)
+    feed_hours(det, rnd, 0, 5, per_hour=300)
+    restored = DriftDetector.from_state(json.loads(json.dumps(det.to_state())))
+    assert restored.to_state() == det.to_state()
+    a = feed_hours(det, random.Random(1), 5, 3, per_hour=300, slower=2.0)
+    b = feed_hours(restored, random.Random(1), 5, 3, per_hour=300, slower=2.0)
+    assert [[f.to_dict() for f in w] for w in a] == [[f.to_dict() for f in w] for w in b]
+    assert any(a)
+
+
+@pytest.mark.parametrize("bad", [{"reference": "7x"}, {"reference": "1h"}, {"season_buckets": 7},
+                                 {"season_spread": 12}])
+def test_bad_rolling_reference_settings_are_refused_with_the_reason(bad):
+    with pytest.raises(ValueError):
+        DriftConfig(**{"reference": "7d", **bad})

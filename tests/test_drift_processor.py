@@ -33,6 +33,9 @@ from adaptd.streams.processors.runtime import ProcessorRuntime, rerun
 PER_WINDOW = 240
 T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 CONFIG = DriftProcessorConfig(window="1m", min_executions=200, detector=DriftConfig(reference_windows=3, seed=7))
+# The same with a reference in event time: the clean windows of the last day, by hour.
+ROLLING = dataclasses.replace(CONFIG, detector=DriftConfig(reference_windows=3, seed=7, reference="1d"))
+CONFIGS = {"frozen": CONFIG, "rolling": ROLLING}
 COMMON = "the a my your please help with is it this that for on and to of can you how".split()
 TOPICS = [t.split() for t in (
     "refund invoice charge billing payment card credit subscription plan price discount receipt",
@@ -42,7 +45,7 @@ TOPICS = [t.split() for t in (
 )]
 BASE = {"mix": (0.5, 0.3, 0.2, 0.0), "latency": 800.0, "quality": 0.8}
 SHIFTS = {
-    "topic_mix": ({"mix": (0.1, 0.2, 0.3, 0.4)}, "inputs.question.hv"),
+    "topic_mix": ({"mix": (0.1, 0.2, 0.3, 0.4)}, "inputs.question.text"),
     "latency": ({"latency": 1200.0}, "duration_ms"),
     "quality_drop_10_points": ({"quality": 0.7}, "quality"),
 }
@@ -110,20 +113,23 @@ def log(tmp_path: Path):
 EPISODE = [{}] * 5 + [SHIFTS["topic_mix"][0]] * 3 + [{}] * 4
 
 
-@pytest.fixture(scope="module")
-def episode(tmp_path_factory):
-    """A log holding the episode and the signals one uninterrupted run gives."""
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def episode(request, tmp_path_factory):
+    """A log holding the episode, the signals one uninterrupted run gives, and the config
+    (a frozen or a rolling reference)."""
+    config = CONFIGS[request.param]
     file_log = FileLog(tmp_path_factory.mktemp("episode") / "log")
     file_log.append(encode(stream(11, EPISODE)))
-    yield file_log, signals(rerun(file_log, [DriftProcessor(CONFIG)], batch=100_000))
+    yield file_log, signals(rerun(file_log, [DriftProcessor(config)], batch=100_000)), config
     file_log.close()
 
 
+@pytest.mark.parametrize("reference", sorted(CONFIGS))
 @pytest.mark.parametrize("scenario", sorted(SHIFTS))
-def test_each_controlled_shift_is_signalled_within_2_drift_windows(log, scenario):
+def test_each_controlled_shift_is_signalled_within_2_drift_windows(log, scenario, reference):
     change, feature = SHIFTS[scenario]
     log.append(encode(stream(3, [{}] * 5 + [change] * 3)))  # the shift starts at minute 5
-    out = signals(rerun(log, [DriftProcessor(CONFIG)]))
+    out = signals(rerun(log, [DriftProcessor(CONFIGS[reference])]))
     assert out, "no drift signal"
     first = out[0]
     assert first["state"] == "open" and first["signal_type"] == "drift"
@@ -136,9 +142,10 @@ def test_each_controlled_shift_is_signalled_within_2_drift_windows(log, scenario
     parse_event(first)  # a valid Signal event
 
 
-def test_no_shift_stream_raises_nothing_over_20_drift_windows(log):
+@pytest.mark.parametrize("reference", sorted(CONFIGS))
+def test_no_shift_stream_raises_nothing_over_20_drift_windows(log, reference):
     log.append(encode(stream(5, [{}] * 24)))
-    processor = DriftProcessor(CONFIG)
+    processor = DriftProcessor(CONFIGS[reference])
     runtime = ProcessorRuntime(log, [processor], batch=5000)
     runtime.drain()
     assert runtime.outputs == 0
@@ -161,7 +168,7 @@ def test_a_golden_quality_baseline_flags_quality_below_it_from_the_first_window(
 
 
 def test_one_drift_episode_is_one_incident_opened_once_and_resolved_after_3_clean_windows(episode):
-    _, out = episode
+    _, out, _ = episode
     assert [s["state"] for s in out] == ["open", "resolved"], [(s["state"], s["metric"]) for s in out]
     opened, resolved = out
     # Windows are whole minutes from the first event: [0, 1) ... [5, 6) is the 6th.
@@ -178,7 +185,7 @@ def test_a_feature_drifting_during_an_open_incident_is_one_update_not_a_new_inci
     out = signals(rerun(log, [DriftProcessor(CONFIG)]))
     assert [s["state"] for s in out] == ["open", "update"], [(s["state"], s["metric"]) for s in out]
     opened, update = out
-    assert opened["metric"] == "inputs.question.hv" and update["incident_id"] == opened["incident_id"]
+    assert opened["metric"] == "inputs.question.text" and update["incident_id"] == opened["incident_id"]
     assert update["explanation"]["reason"] == "new drifted features: duration_ms"
     assert update["window_end"] <= at(9 * 60).isoformat()  # within 2 windows of the latency shift
 
@@ -195,30 +202,32 @@ def test_a_lasting_drift_is_accepted_as_the_new_normal_when_configured(log):
 
 @pytest.mark.parametrize("batch", [37, 1000])
 def test_batch_sizes_do_not_change_the_signals(episode, batch):
-    file_log, expected = episode
-    assert signals(rerun(file_log, [DriftProcessor(CONFIG)], batch=batch)) == expected
+    file_log, expected, config = episode
+    assert signals(rerun(file_log, [DriftProcessor(config)], batch=batch)) == expected
 
 
-def test_replay_by_a_fresh_runtime_reproduces_the_live_signal_ids_and_values(log, tmp_path):
+@pytest.mark.parametrize("reference", sorted(CONFIGS))
+def test_replay_by_a_fresh_runtime_reproduces_the_live_signal_ids_and_values(log, tmp_path, reference):
+    config = CONFIGS[reference]
     log.append(encode(stream(13, [{}] * 5 + [SHIFTS["latency"][0]] * 2 + [{}] * 4)))
-    live = ProcessorRuntime(log, [DriftProcessor(CONFIG)], snapshot_path=tmp_path / "snap.pkl", batch=700)
+    live = ProcessorRuntime(log, [DriftProcessor(config)], snapshot_path=tmp_path / "snap.pkl", batch=700)
     live.drain()
     appended = in_log(log)
     assert [s["state"] for s in appended] == ["open", "resolved"]
-    assert signals(rerun(log, [DriftProcessor(CONFIG)])) == appended
+    assert signals(rerun(log, [DriftProcessor(config)])) == appended
 
 
 def test_restart_from_a_snapshot_continues_identically(episode, tmp_path):
-    file_log, expected = episode
+    file_log, expected, config = episode
     emitted: list[bytes] = []
     snapshot = tmp_path / "snap.pkl"
-    first = ProcessorRuntime(file_log, [DriftProcessor(CONFIG)], snapshot_path=snapshot, batch=613,
+    first = ProcessorRuntime(file_log, [DriftProcessor(config)], snapshot_path=snapshot, batch=613,
                              emit=emitted.extend)
     while first.position < file_log.end_offset() * 0.55:  # stop mid-shift, with a window open
         first.step()
     first.snapshot()
     assert first.states["drift"].per_key[0].n > 0
-    second = ProcessorRuntime(file_log, [DriftProcessor(CONFIG)], snapshot_path=snapshot, batch=613,
+    second = ProcessorRuntime(file_log, [DriftProcessor(config)], snapshot_path=snapshot, batch=613,
                               emit=emitted.extend)
     assert second.resumed_at == first.position
     second.drain()
@@ -280,4 +289,24 @@ def test_golden_quality_scores_come_from_the_toml_and_too_few_say_what_to_fix(tm
     assert drift.cfg.golden_quality == (("qa", (1.0, 0.5, 1.0)),)
     path.write_text("[processors]\ndrift_golden_quality = { qa = [1.0] }\n")
     with pytest.raises(ConfigError, match="drift_golden_quality.qa: needs at least 2 finite scores"):
+        load_settings(path)
+
+
+def test_drift_reference_season_and_thresholds_come_from_the_toml_and_misfits_say_what_to_fix(tmp_path, monkeypatch):
+    from adaptd.daemon.config import ConfigError, load_settings
+
+    path = tmp_path / "adaptd.toml"
+    monkeypatch.setenv("ADAPTD_CONFIG", str(path))
+    path.write_text("[processors]\n")
+    assert load_settings(path).processors.drift_detector_config().reference == "7d"  # the shipped default
+    path.write_text('[processors]\ndrift_reference = "28d"\ndrift_season = "7d"\ndrift_season_buckets = 168\n'
+                    "drift_alpha = 1e-5\ndrift_numeric_min_effect = 0.2\ndrift_text_min_auc = 0.6\n")
+    detector = load_settings(path).processors.drift_detector_config()
+    assert (detector.reference, detector.season, detector.season_buckets) == ("28d", "7d", 168)
+    assert (detector.alpha, detector.numeric_min_effect, detector.text_min_auc) == (1e-5, 0.2, 0.6)
+    path.write_text('[processors]\ndrift_reference = "12h"\n')
+    with pytest.raises(ConfigError, match="reference '12h' must span at least one season"):
+        load_settings(path)
+    path.write_text('[processors]\ndrift_season_buckets = 7\n')
+    with pytest.raises(ConfigError, match="season_buckets=7"):
         load_settings(path)

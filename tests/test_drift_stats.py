@@ -189,3 +189,20 @@ def test_quality_drop_edge_cases():
     assert ds.quality_drop([1.0], [0.0, 0.0]) == (0.0, 0.0, 1.0)  # too few to test
     assert ds.quality_drop([1.0, 1.0], [0.5, 0.5]).p_value == 0.0  # no variance, lower mean
     assert ds.quality_drop([1.0, 1.0], [1.0, 1.0]).p_value == 1.0
+
+
+def test_relabelling_within_strata_keeps_each_stratums_label_counts_and_is_seeded():
+    y = np.array([0] * 30 + [1] * 20, dtype=float)
+    strata = np.array([i % 3 for i in range(50)])
+    a = ds.relabel(y, strata, np.random.default_rng(5))
+    for s in range(3):
+        assert a[strata == s].sum() == y[strata == s].sum()
+    assert not np.array_equal(a, y)
+    assert np.array_equal(a, ds.relabel(y, strata, np.random.default_rng(5)))
+
+
+def test_length_strata_bin_pooled_lengths_and_refuse_unknown_or_constant_lengths():
+    s = ds.length_strata(np.arange(1, 101), np.arange(50, 150))
+    assert s is not None and s.shape == (200,) and np.unique(s).size == 8
+    assert ds.length_strata(np.array([3.0, np.nan]), np.array([4.0])) is None
+    assert ds.length_strata(np.full(10, 7.0), np.full(10, 7.0)) is None

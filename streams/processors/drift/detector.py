@@ -21,8 +21,17 @@ minimum, so very large windows do not flag trivial shifts. Findings are per wind
 drift that persists is found again each window (grouping into one incident is the
 caller's job), until ``rebaseline`` accepts it as the new normal.
 
-Reference: the first ``reference_windows`` non-empty windows (then frozen), or a pinned
-sample (``pin_reference``) and/or golden quality scores (``pin_quality_baseline``).
+Reference: with ``reference = "7d"`` (the daemon's default) the clean windows of the last
+7 days at the same time of the season, by hour of the day (``seasonal``), so a daily
+cycle is not a drift, and windows with findings stay out of it; with ``reference = ""``
+the first ``reference_windows`` non-empty windows, then frozen.  Or a pinned sample
+(``pin_reference``) and/or golden quality scores (``pin_quality_baseline``).  Testing
+starts once ``reference_windows`` windows have formed the reference; a window closed
+without any test says why in ``last_window`` (``not_tested``).
+
+Length and content: each text field gives two features, ``<side>.<field>.len`` (its
+length, KS) and ``<side>.<field>.text`` (its sketch, MMD), and the content test
+relabels within length strata, so texts that only grew longer drift in ``.len`` alone.
 Memory is bounded: seeded reservoirs for numbers and vectors, capped category counts,
 exact running moments for quality, at most ``max_features`` features per detector.
 No wall clock; randomness comes from ``seed`` by a counter hash, so the same inputs
@@ -43,14 +52,14 @@ from typing import Any, NamedTuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from adaptd.streams import features as _features
+from adaptd.streams.processors.drift import seasonal
 from adaptd.streams.processors.drift import stats as ds
+from adaptd.streams.processors.drift.execution import QUALITY, execution_features, named_fields
+from adaptd.streams.processors.drift.sample import Reservoir as _Reservoir
+from adaptd.streams.processors.drift.sample import mix as _mix
 
-QUALITY = "quality"
 OTHER = "<other>"
-_M64 = (1 << 64) - 1
-_NUMERIC_FIELDS = ("duration_ms", "tokens_in", "tokens_out", "cost_usd")
-_CATEGORICAL_FIELDS = ("route", "model", "status")
+__all__ = ["OTHER", "QUALITY", "DriftConfig", "DriftDetector", "DriftFinding", "execution_features", "named_fields"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +84,14 @@ class DriftConfig:
     max_categories: int = 32
     top_k: int = 5
     seed: int = 0
+    #: The reference in event time, e.g. "7d": the last 7 days by bucket of the season
+    #: (see ``seasonal``); windows with findings stay out of it.  "": the first
+    #: ``reference_windows`` windows, frozen.  Either way testing starts once
+    #: ``reference_windows`` windows have formed the reference.
+    reference: str = ""
+    season: str = "1d"  # the cycle the reference follows ("7d" for weekly cycles)
+    season_buckets: int = 24  # buckets per season: hours of the day
+    season_spread: int = 1  # neighbour buckets pooled on each side (+-1 hour)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1 or not 0 <= self.quality_share <= 1:
@@ -84,6 +101,7 @@ class DriftConfig:
         if min(self.reference_windows, self.quality_windows, self.min_samples, self.reference_size, self.window_size,
                self.text_reference_size, self.text_window_size, self.max_features, self.max_categories) < 1:
             raise ValueError("window counts, sample sizes and caps must be >= 1")
+        seasonal.parse_season(self.reference, self.season, self.season_buckets, self.season_spread)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,58 +152,6 @@ class _Result(NamedTuple):
         return (self.effect - base) / max(self.min_effect - base, 1e-9)
 
 
-def _mix(x: int) -> int:
-    """SplitMix64 finaliser: a well-mixed 64-bit hash of an integer."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-class _Reservoir:
-    """Uniform sample of at most ``cap`` rows of ``width`` values (Vitter's algorithm R).
-
-    The replacement slot for the i-th row is ``_mix(key + i)``: deterministic, and the
-    state is just the data and the count.
-    """
-
-    __slots__ = ("cap", "width", "key", "seen", "data")
-
-    def __init__(self, cap: int, width: int, key: int, typecode: str) -> None:
-        self.cap, self.width, self.key, self.seen = cap, width, key, 0
-        self.data = array(typecode)
-
-    def add(self, row: Any) -> None:
-        i, self.seen = self.seen, self.seen + 1
-        if i < self.cap:
-            if self.width == 1:
-                self.data.append(row)
-            else:
-                self.data.extend(row)
-            return
-        j = _mix(self.key + i) % (i + 1)
-        if j < self.cap:
-            if self.width == 1:
-                self.data[j] = row
-            else:
-                self.data[j * self.width : (j + 1) * self.width] = row
-
-    def values(self) -> np.ndarray:
-        """The sample as a float64 copy: ``(n,)`` for width 1, else ``(n, width)``."""
-        a = np.frombuffer(self.data, dtype=np.float64 if self.data.typecode == "d" else np.int8).astype(np.float64)
-        return a.reshape(-1, self.width) if self.width > 1 else a
-
-    def state(self) -> dict[str, Any]:
-        return {"cap": self.cap, "width": self.width, "key": self.key, "seen": self.seen, "data": self.data.tolist()}
-
-    @classmethod
-    def load(cls, s: Mapping[str, Any], typecode: str) -> _Reservoir:
-        r = cls(s["cap"], s["width"], s["key"], typecode)
-        r.seen = s["seen"]
-        r.data.extend(s["data"])
-        return r
-
-
 def _kind(value: Any) -> str | None:
     """The feature kind a first value fixes: numeric, categorical, text, or None (unusable)."""
     if isinstance(value, (str, bool)):
@@ -206,19 +172,25 @@ class _Feature:
     def __init__(self, name: str, kind: str, width: int, cfg: DriftConfig) -> None:
         self.name, self.kind, self.width = name, kind, width
         self.base = _mix(cfg.seed ^ (zlib.crc32(name.encode()) << 20))
+        self.slots = seasonal.FeatureSlots(kind, width, self.base)  # the rolling reference, if any
         if kind == "categorical":
             self.counts: list[dict[str, int]] = [{}, {}]
         else:
             caps = (cfg.reference_size, cfg.window_size) if kind == "numeric" else (cfg.text_reference_size, cfg.text_window_size)
             self.res = [self._new(side, 0, caps[side]) for side in (0, 1)]
+            # A text's length beside its sketch (NaN: unknown): the same key keeps the rows
+            # of both reservoirs aligned, so the content test can hold length fixed.
+            self.lens = [self._new(side, 0, caps[side], "d") for side in (0, 1)] if kind == "text" else []
 
-    def _new(self, side: int, epoch: int, cap: int) -> _Reservoir:
+    def _new(self, side: int, epoch: int, cap: int, typecode: str | None = None) -> _Reservoir:
         key = _mix(self.base ^ (side << 62) ^ epoch) >> 11  # 53 bits: exact in any JSON reader
-        return _Reservoir(cap, self.width, key, "d" if self.kind == "numeric" else "b")
+        width = 1 if typecode == "d" else self.width
+        return _Reservoir(cap, width, key, typecode or ("d" if self.kind == "numeric" else "b"))
 
-    def add(self, side: int, value: Any, cfg: DriftConfig) -> bool:
+    def add(self, side: int, value: Any, cfg: DriftConfig, length: Any = None) -> bool:
         """Add ``value`` to the reference (side 0) or current (1) sample; False if it is
-        not a value of this feature's kind (then nothing is added)."""
+        not a value of this feature's kind (then nothing is added).  ``length``: a text
+        sketch's text length (its ``.len`` sibling), if known."""
         if self.kind == "numeric":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return False
@@ -238,6 +210,8 @@ class _Feature:
             if not isinstance(value, (list, tuple)) or len(value) != self.width:
                 return False
             self.res[side].add(array("b", value))  # OverflowError outside [-128, 127]
+            known = isinstance(length, (int, float)) and not isinstance(length, bool) and math.isfinite(length)
+            self.lens[side].add(float(length) if known else math.nan)
         return True
 
     def n(self, side: int) -> int:
@@ -248,34 +222,62 @@ class _Feature:
             self.counts[side] = {}
         else:
             self.res[side] = self._new(side, epoch, self.res[side].cap)
+            if self.lens:
+                self.lens[side] = self._new(side, epoch, self.res[side].cap, "d")
 
-    def test(self, cfg: DriftConfig, seed: int) -> _Result | None:
-        """The current sample against the reference; None with < ``min_samples`` on a side."""
-        n_ref, n_cur = self.n(0), self.n(1)
+    def fold(self, slot: int, cfg: DriftConfig, season: seasonal.Season) -> None:
+        """Add the current window's sample to the rolling reference's ``slot``."""
+        if self.kind == "categorical":
+            current: Any = self.counts[1]
+        else:
+            current = self.res[1] if self.kind == "numeric" else (self.res[1], self.lens[1])
+        size = cfg.reference_size if self.kind == "numeric" else cfg.text_reference_size
+        self.slots.fold(slot, seasonal.slice_cap(season, size), current, cfg.max_categories, OTHER)
+
+    def _reference(self, slots: list[int] | None) -> tuple[int, Any]:
+        """``(values seen, sample)`` of the frozen reference (``slots`` None) or of the
+        rolling reference's ``slots``; for text ``(sketches, lengths)``."""
+        if slots is not None:
+            return self.slots.gather(slots)
+        if self.kind == "categorical":
+            return self.n(0), self.counts[0]
+        if self.kind == "numeric":
+            return self.n(0), self.res[0].values()
+        return self.n(0), (self.res[0].values(), self.lens[0].values())
+
+    def test(self, cfg: DriftConfig, seed: int, slots: list[int] | None = None) -> _Result | None:
+        """The current sample against the reference (the rolling reference's ``slots`` when
+        given); None with < ``min_samples`` on a side."""
+        n_ref, reference = self._reference(slots)
+        n_cur = self.n(1)
         if min(n_ref, n_cur) < cfg.min_samples:
             return None
         res = functools.partial(_Result, self.name, self.kind, n_reference=n_ref, n_current=n_cur)
         if self.kind == "numeric":
-            r, c = self.res[0].values(), self.res[1].values()
+            r, c = reference, self.res[1].values()
             ks = ds.ks_2samp(r, c)
             return res("ks", ks.statistic, ks.p_value, ks.statistic, cfg.numeric_min_effect, details=lambda: _numeric_details(r, c))
         if self.kind == "categorical":
-            ref_counts, cur_counts = self.counts
+            ref_counts, cur_counts = reference, self.counts[1]
             chi = ds.chi_square(ref_counts, cur_counts)
             js = ds.jensen_shannon(ref_counts, cur_counts)
             return res("chi2", chi.statistic, chi.p_value, js, cfg.categorical_min_effect,
                        details=lambda: _categorical_details(ref_counts, cur_counts, chi))
-        r, c = self.res[0].values(), self.res[1].values()
+        (r, ref_lens), c = reference, self.res[1].values()
+        # Relabelled within length strata: a change of length alone (which changes how
+        # dense the sketches are) is the ``.len`` feature's finding, not a content drift.
+        strata = ds.length_strata(ref_lens, self.lens[1].values())
+        held = {"length_held": strata is not None}
         if cfg.text_test == "mmd":
             # MMD decides (the more powerful test on topic mixtures); the classifier's AUC,
             # which reads as "how separable", is the effect size.
-            m = ds.mmd(r, c, seed=seed)
+            m = ds.mmd(r, c, seed=seed, strata=strata)
             auc = ds.domain_classifier_auc(r, c, seed=seed, permutations=0).auc
             return res("mmd", m.mmd2, m.p_value, auc, cfg.text_min_auc,
-                       details=lambda: {"domain_auc": auc, "p_perm": m.p_perm, "bandwidth": m.bandwidth})
-        d = ds.domain_classifier_auc(r, c, seed=seed)
+                       details=lambda: {"domain_auc": auc, "p_perm": m.p_perm, "bandwidth": m.bandwidth, **held})
+        d = ds.domain_classifier_auc(r, c, seed=seed, strata=strata)
         return res("domain_auc", d.auc, d.p_value, d.auc, cfg.text_min_auc,
-                   details=lambda: {"p_perm": d.p_perm, "null_mean": d.null_mean, "null_sd": d.null_sd})
+                   details=lambda: {"p_perm": d.p_perm, "null_mean": d.null_mean, "null_sd": d.null_sd, **held})
 
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"kind": self.kind, "width": self.width}
@@ -283,6 +285,10 @@ class _Feature:
             s["counts"] = [dict(c) for c in self.counts]
         else:
             s["res"] = [r.state() for r in self.res]
+            if self.lens:
+                s["lens"] = [r.state() for r in self.lens]
+        if self.slots.slots:
+            s["slots"] = self.slots.state()
         return s
 
     @classmethod
@@ -292,6 +298,9 @@ class _Feature:
             f.counts = [dict(c) for c in s["counts"]]
         else:
             f.res = [_Reservoir.load(r, "d" if f.kind == "numeric" else "b") for r in s["res"]]
+            if f.kind == "text":
+                f.lens = [_Reservoir.load(r, "d") for r in s["lens"]]
+        f.slots.load(s.get("slots", {}))
         return f
 
 
@@ -332,12 +341,19 @@ class DriftDetector:
         self._ready = False  # reference complete and frozen
         self._warm = 0  # non-empty windows folded into the reference so far
         self._epoch = 0  # reference generation (rebaseline)
+        cfg = self.config
+        self._season = seasonal.parse_season(cfg.reference, cfg.season, cfg.season_buckets, cfg.season_spread)
+        self._rolling = self._season is not None  # off once a reference is pinned
+        self._q_slots: dict[int, ds.Moments] = {}  # rolling reference of quality, per slot
         self._window = 0  # windows closed
         self._observed = 0  # executions in the current window
         self._q_ref = ds.Moments()
         self._q_golden = False
         self._q_cur = ds.Moments()
         self._q_prev: list[ds.Moments] = []  # previous tested windows, oldest first
+        #: The last closed window: ``{"state": "tested", "tests": k, ...}`` or
+        #: ``{"state": "not_tested", "reason": code, "detail": text, ...}``; None before any.
+        self.last_window: dict[str, Any] | None = None
         self.dropped_features = 0  # features ignored past max_features
         self.invalid_values = 0  # values of no known kind, or not the feature's kind
 
@@ -350,14 +366,14 @@ class DriftDetector:
         Never raises on bad values.
         """
         self._observed += 1
-        side = 1 if self._ready else 0
+        side = 1 if self._ready or self._rolling else 0
         cfg = self.config
         for name, value in features.items():
             if value is None:
                 continue
             if name == QUALITY:
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    if self._ready or self._q_golden:
+                    if self._ready or self._q_golden or self._rolling:
                         self._q_cur = self._q_cur.add(float(value))
                     else:
                         self._q_ref = self._q_ref.add(float(value))
@@ -375,7 +391,8 @@ class DriftDetector:
                     continue
                 f = self._features[name] = _Feature(name, kind, len(value) if kind == "text" else 1, cfg)
             try:
-                ok = f.add(side, value, cfg)
+                length = features.get(name[: -len(".text")] + ".len") if f.kind == "text" and name.endswith(".text") else None
+                ok = f.add(side, value, cfg, length)
             except (TypeError, ValueError, OverflowError):
                 ok = False
             if not ok:
@@ -389,7 +406,7 @@ class DriftDetector:
         feature is tested until the detector is re-pinned or rebaselined.
         """
         self._reset_reference()
-        self._ready = False
+        self._ready = self._rolling = False
         keep_cur = self._q_cur
         for row in rows:
             self.observe(row)
@@ -416,36 +433,74 @@ class DriftDetector:
     def _reset_reference(self) -> None:
         self._epoch += 1
         self._warm = 0
+        self._q_slots.clear()
         for f in self._features.values():
             f.reset(0, self._epoch)
+            f.slots.clear()
         if not self._q_golden:
             self._q_ref = ds.Moments()
 
     # ---------------------------------------------------------------- windows
-    def close_window(self, window_end: Any = None) -> list[DriftFinding]:
+    def close_window(self, window_end: Any = None, window_start: int | None = None) -> list[DriftFinding]:
         """Test the window just ended against the reference and start a new window.
+
+        With a rolling reference (``DriftConfig.reference``) the window is
+        ``[window_start, window_end)`` in integer microseconds of event time: it is tested
+        against its slots of the season, then, when nothing drifted, becomes part of them.
 
         Returns the drifted features, most drifted first; empty while the reference is
         forming (except quality against a golden baseline), when nothing drifted, or when
-        no feature has ``min_samples`` values on both sides.
+        no feature has ``min_samples`` values on both sides (``last_window`` says which).
+
+        Raises:
+            ValueError: a rolling reference without integer window times.
         """
         cfg = self.config
+        slot = slots = None
+        if self._rolling:
+            if not isinstance(window_end, int) or not isinstance(window_start, int):
+                raise ValueError("a rolling drift reference needs window_start and window_end in microseconds")
+            assert self._season is not None
+            slot = seasonal.slot_of(self._season, window_start, window_end)
+            slots = seasonal.reference_slots(self._season, slot)
         self._window += 1
         results: list[_Result] = []
         if self._ready:
             # The matrices are small (~1000 x 32): BLAS threads only add contention.
             with threadpool_limits(1, user_api="blas"):
                 for f in self._features.values():
-                    r = f.test(cfg, seed=cfg.seed + self._window)
+                    r = f.test(cfg, seed=cfg.seed + self._window, slots=slots)
                     if r is not None:
                         results.append(r)
-        quality = self._quality_results() if (self._ready or self._q_golden) else []
+        quality = self._quality_results(slots) if (self._ready or self._q_golden) else []
+        self.last_window = self._status(len(results) + len(quality))
         findings = self._judge(results, quality, window_end)
-        self._roll()
+        self._roll(slot, bool(findings))
         return findings
 
-    def _quality_results(self) -> list[_Result]:
+    def _status(self, tests: int) -> dict[str, Any]:
+        """What the window being closed was: tested (by how many tests) or not, and why."""
+        cfg = self.config
+        if tests:
+            return {"state": "tested", "tests": tests, "executions": self._observed}
+        if not self._ready:
+            reason, detail = "reference_forming", (f"the reference is forming: {self._warm} of "
+                                                   f"{cfg.reference_windows} windows")
+        elif self._observed < cfg.min_samples:
+            reason, detail = "too_few_executions", (f"{self._observed} executions in the window; a feature is"
+                                                    f" tested from {cfg.min_samples} (min_samples)")
+        else:
+            reason, detail = "no_comparable_reference", (f"no feature has {cfg.min_samples} values (min_samples)"
+                                                         " in both the window and its reference")
+        return {"state": "not_tested", "reason": reason, "detail": detail, "executions": self._observed}
+
+    def _quality_results(self, slots: list[int] | None) -> list[_Result]:
         cfg, out = self.config, []
+        q_ref = self._q_ref
+        if slots is not None and not self._q_golden:  # the rolling reference's slots
+            q_ref = ds.Moments()
+            for s in slots:
+                q_ref = q_ref.merge(self._q_slots.get(s, ds.Moments()))
         looks = [self._q_cur]
         pooled = self._q_cur
         for prev in self._q_prev:  # _roll keeps only the last quality_windows - 1
@@ -454,13 +509,13 @@ class DriftDetector:
             looks.append(pooled)
         base = "golden" if self._q_golden else "reference"
         for i, cur in enumerate(looks):
-            if cur.n < cfg.min_samples or self._q_ref.n < (2 if self._q_golden else cfg.min_samples):
+            if cur.n < cfg.min_samples or q_ref.n < (2 if self._q_golden else cfg.min_samples):
                 continue
-            q = ds.quality_drop(self._q_ref, cur)
-            details = {"baseline": base, "ref_mean": self._q_ref.mean, "cur_mean": cur.mean,
+            q = ds.quality_drop(q_ref, cur)
+            details = {"baseline": base, "ref_mean": q_ref.mean, "cur_mean": cur.mean,
                        "windows": 1 if i == 0 else 1 + len(self._q_prev)}
             out.append(_Result(QUALITY, QUALITY, "welch_t", q.statistic, q.p_value, q.drop, cfg.quality_min_drop,
-                               self._q_ref.n, cur.n, _given(details)))
+                               q_ref.n, cur.n, _given(details)))
         return out
 
     def _judge(self, results: list[_Result], quality: list[_Result], window_end: Any) -> list[DriftFinding]:
@@ -486,12 +541,29 @@ class DriftDetector:
             for r, a in ranked
         ]
 
-    def _roll(self) -> None:
-        if self._ready or self._q_golden:
+    def _roll(self, slot: int | None = None, drifted: bool = False) -> None:
+        """Start the next window; with a rolling reference, first fold this one into
+        ``slot`` unless it ``drifted`` (a drift does not become its own reference)."""
+        rolling = slot is not None
+        if rolling:
+            season = self._season
+            assert season is not None and slot is not None
+            if self._observed and not drifted:
+                for f in self._features.values():
+                    f.fold(slot, self.config, season)
+                self._q_slots[slot] = self._q_slots.get(slot, ds.Moments()).merge(self._q_cur)
+                self._warm += 1
+                self._ready = self._warm >= self.config.reference_windows
+            oldest = seasonal.oldest_kept(season, slot)
+            for f in self._features.values():
+                f.slots.prune(oldest)
+            for s in [s for s in self._q_slots if s < oldest]:
+                del self._q_slots[s]
+        if self._ready or self._q_golden or rolling:
             keep = self.config.quality_windows - 1
             self._q_prev = (self._q_prev + [self._q_cur])[-keep:] if keep > 0 else []
             self._q_cur = ds.Moments()
-        if self._ready:
+        if self._ready or rolling:
             for f in self._features.values():
                 f.reset(1, self._window)
         elif self._observed:
@@ -521,6 +593,8 @@ class DriftDetector:
             "q_cur": list(dataclasses.astuple(self._q_cur)),
             "q_prev": [list(dataclasses.astuple(m)) for m in self._q_prev],
             "dropped_features": self.dropped_features, "invalid_values": self.invalid_values,
+            "last_window": self.last_window, "rolling": self._rolling,
+            "q_slots": {str(k): list(dataclasses.astuple(m)) for k, m in self._q_slots.items()},
             "features": {name: f.state() for name, f in self._features.items()},
         }
 
@@ -535,32 +609,8 @@ class DriftDetector:
         d._q_ref, d._q_golden, d._q_cur = _m(state["q_ref"]), state["q_golden"], _m(state["q_cur"])
         d._q_prev = [_m(m) for m in state["q_prev"]]
         d.dropped_features, d.invalid_values = state["dropped_features"], state["invalid_values"]
+        d.last_window = state.get("last_window")
+        d._rolling = state.get("rolling", d._rolling)
+        d._q_slots = {int(k): _m(m) for k, m in state.get("q_slots", {}).items()}
         d._features = {name: _Feature.load(name, s, d.config) for name, s in state["features"].items()}
         return d
-
-
-def execution_features(event: Mapping[str, Any], quality: float | None = None) -> dict[str, Any]:
-    """The flat feature dict of an ``execution`` event (a wire dict or ``model_dump()``).
-
-    Keys: ``duration_ms``, ``tokens_in``, ``tokens_out``, ``cost_usd`` (numbers),
-    ``route``, ``model``, ``status`` (categories), and per input field ``f``:
-    ``inputs.f.len``, ``inputs.f.type``, ``inputs.f.keys`` and the text sketch
-    ``inputs.f.hv``. Inputs sent as raw content (``capture_content``) are described with
-    ``adaptd.streams.features.features`` first. ``quality`` (a feedback score joined by the
-    caller) is added when given. Missing fields are left out; never raises on odd inputs.
-    """
-    out: dict[str, Any] = {}
-    for k in _NUMERIC_FIELDS + _CATEGORICAL_FIELDS:
-        v = event.get(k)
-        if v is not None:
-            out[k] = v
-    inputs = event.get("inputs")
-    if isinstance(inputs, Mapping):
-        for field, value in inputs.items():
-            feats = value if isinstance(value, Mapping) and "type" in value else _features.features(value)
-            for sub in ("len", "type", "keys", "hv"):
-                if feats.get(sub) is not None:
-                    out[f"inputs.{field}.{sub}"] = feats[sub]
-    if quality is not None:
-        out[QUALITY] = quality
-    return out

@@ -4,8 +4,9 @@ A source processor over ``execution`` and ``feedback`` events.  Per key it keeps
 ``DriftDetector`` (``drift_detector``) and feeds it:
 
 - each *root* execution's features (``execution_features``: duration, tokens, cost,
-  route / model / status, and per input field its size, type, keys and text sketch
-  ``hv``).  Roots only (``parent_id`` null, configurable): the program's calls, not the
+  route / model / status, and per input and output field its length, type, keys and
+  text sketch: ``inputs.question.len``, ``outputs.answer.text``..., named the same
+  whatever the SDK entry point).  Roots only (``parent_id`` null, configurable): the program's calls, not the
   modules inside them, whose inputs and latencies are other populations;
 - each numeric feedback ``score`` as ``quality``, joined to its execution by
   ``execution_id`` (the key comes from the execution, which must be a root of the same
@@ -33,6 +34,11 @@ comparable with the history windows and explainable as a time span.  Events for 
 already closed are late (counted, left out); events ahead of the open window wait in a
 bounded buffer until it moves on.  A key with nothing in its window and no open incident
 skips ahead to the watermark (idle programs cost nothing).
+
+**Not tested.**  A window closed without any test (the reference still forming, too few
+executions for ``min_samples``, no feature with a reference at that hour) is counted
+(``windows_not_tested``) and its program listed with the reason under ``not_tested`` in
+``metrics`` (``/v1/stats``) until one of its windows is tested again.
 
 **Cost.**  Observing an execution costs the detector ~20 µs.  A window whose predecessor
 held more than ``sample_target`` executions observes a deterministic ``1 / 2**k`` of them
@@ -84,6 +90,8 @@ DRIFT_NS = uuid.UUID("b7e2d4a1-3c6f-4e8a-9d15-6f0c2a7b8e43")
 SEVERITIES = ("info", "warning", "critical")
 _SEQ_BITS = 40
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
+#: Programs listed by name in the ``not_tested`` metrics (all are counted).
+MAX_NOT_TESTED_LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,9 @@ class DriftKey:
     late: int = 0
     pending_dropped: int = 0
     thinned: int = 0
+    untested: int = 0  # windows closed without any test
+    #: The last closed window's test status (``DriftDetector.last_window`` + its end).
+    status: dict | None = None
 
 
 @dataclass(slots=True)
@@ -189,7 +200,7 @@ class DriftProcessor:
     """Per-program drift detection.  Pure: see ``adaptd.streams.processors.base``."""
 
     kinds = frozenset({"execution", "feedback"})
-    columns = frozenset({"inputs", "parent_id"})
+    columns = frozenset({"inputs", "outputs", "parent_id"})
 
     def __init__(self, config: DriftProcessorConfig | None = None, *, name: str = "drift") -> None:
         self.cfg = config or DriftProcessorConfig()
@@ -200,7 +211,7 @@ class DriftProcessor:
         self.idle_us = (self.cfg.max_window_periods + 1) * self.size if idle is None else int(round(idle * US))
 
     def config(self) -> dict[str, Any]:
-        return {"version": 2, **asdict(self.cfg)}
+        return {"version": 3, **asdict(self.cfg)}
 
     def initial_state(self) -> DriftState:
         return DriftState(budget=KeyBudget(self.cfg.max_keys_per_tenant, self.idle_us))
@@ -217,7 +228,21 @@ class DriftProcessor:
                 "feedback_unmatched": state.feedback_unmatched, "late": {self.cfg.window: total("late")},
                 "pending": sum(len(k.pending) for k in per), "pending_dropped": total("pending_dropped"),
                 "thinned": total("thinned"), "windows_closed": total("windows"),
+                "windows_not_tested": total("untested"), "not_tested": self._not_tested(state),
                 "open_incidents": sum(k.incident is not None for k in per), "signals": state.signals}
+
+    def _not_tested(self, state: DriftState) -> dict[str, Any]:
+        """The programs whose last closed window was not tested, and why: counts per
+        reason and the first ``MAX_NOT_TESTED_LISTED`` (by tenant, program)."""
+        rows = []
+        for key, ks in zip(state.keys, state.per_key):
+            if key is not None and ks is not None and ks.status is not None and ks.status["state"] == "not_tested":
+                rows.append({"tenant": key[0], "program": key[1], **ks.status})
+        rows.sort(key=lambda r: (r["tenant"], r["program"]))
+        reasons: dict[str, int] = {}
+        for r in rows:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        return {"programs": len(rows), "reasons": reasons, "listed": rows[:MAX_NOT_TESTED_LISTED]}
 
     # ------------------------------------------------------------------ batch
 
@@ -250,7 +275,7 @@ class DriftProcessor:
     def _fold(self, state: DriftState, batch: EventBatch, rows: list[int], out: list[dict]) -> None:
         cfg = self.cfg
         kind, ids, ts, wm = batch.kind.tolist(), batch.id, batch.ts.tolist(), batch.wm.tolist()
-        parents, inputs = batch.extra.get("parent_id"), batch.extra.get("inputs")
+        parents, inputs, outputs = batch.extra.get("parent_id"), batch.extra.get("inputs"), batch.extra.get("outputs")
         tenants, programs = batch.tenant, batch.program
         numbers = [batch.duration_ms.tolist(), batch.tokens_in.tolist(), batch.tokens_out.tolist(),
                    batch.cost_usd.tolist()]
@@ -328,7 +353,8 @@ class DriftProcessor:
                 row = {"duration_ms": _num(numbers[0][i]), "tokens_in": _num(numbers[1][i]),
                        "tokens_out": _num(numbers[2][i]), "cost_usd": _num(numbers[3][i]),
                        "route": route.get(i), "model": model.get(i), "status": "error" if error[i] else "ok",
-                       "inputs": inputs[i] if inputs is not None else None}
+                       "inputs": inputs[i] if inputs is not None else None,
+                       "outputs": outputs[i] if outputs is not None else None}
                 if t >= ks.end:
                     self._hold(ks, (t, event_id, execution_features(row)))
                 else:
@@ -384,7 +410,7 @@ class DriftProcessor:
     def _evict(self, state: DriftState, code: int) -> None:
         key, ks = state.keys[code], state.per_key[code]
         assert key is not None and ks is not None
-        for name in ("late", "pending_dropped", "thinned", "windows"):
+        for name in ("late", "pending_dropped", "thinned", "windows", "untested"):
             state.retired[name] = state.retired.get(name, 0) + getattr(ks, name)
         del state.index[key]
         state.keys[code], state.per_key[code], state.born[code] = None, None, GONE
@@ -436,9 +462,13 @@ class DriftProcessor:
         heapq.heappush(state.due, (ks.end, code))
 
     def _close(self, state: DriftState, code: int, ks: DriftKey, end: int, out: list[dict]) -> None:
-        findings = ks.detector.close_window(window_end=end)
+        findings = ks.detector.close_window(window_end=end, window_start=ks.start)
         ks.windows += 1
         n, start = ks.n, ks.start
+        status = ks.detector.last_window
+        if status is not None:
+            ks.status = {**status, "executions": n, "window_start": iso_us(start), "window_end": iso_us(end)}
+            ks.untested += status["state"] == "not_tested"
         window = {"executions": n, "sampled": ks.sampled, "scores": ks.scores,
                   "window_index": ks.detector.windows_closed}
         ks.n = ks.sampled = ks.scores = 0

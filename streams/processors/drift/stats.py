@@ -35,9 +35,11 @@ __all__ = [
     "domain_classifier_auc",
     "jensen_shannon",
     "ks_2samp",
+    "length_strata",
     "mmd",
     "psi",
     "quality_drop",
+    "relabel",
     "wasserstein",
 ]
 
@@ -198,7 +200,8 @@ class DomainAUC(NamedTuple):
 
 
 def domain_classifier_auc(
-    ref: np.ndarray, cur: np.ndarray, *, seed: int = 0, folds: int = 5, permutations: int = 200, ridge: float = 1.0
+    ref: np.ndarray, cur: np.ndarray, *, seed: int = 0, folds: int = 5, permutations: int = 200, ridge: float = 1.0,
+    strata: np.ndarray | None = None,
 ) -> DomainAUC:
     """How well a linear classifier tells current rows from reference rows.
 
@@ -219,6 +222,8 @@ def domain_classifier_auc(
     Args:
         ref, cur: 2-D arrays ``(n, d)`` of the same width (e.g. text sketches).
         seed: Fold and relabelling seed; the same inputs and seed give the same answer.
+        strata: Optional stratum of each row (``ref`` rows, then ``cur`` rows): labels
+            are then relabelled within strata only (see ``relabel``).
 
     Returns:
         ``DomainAUC``; ``(0.5, 1.0, 1.0, 0.5, 0.0)`` when a side has fewer rows than folds;
@@ -233,7 +238,7 @@ def domain_classifier_auc(
     n0, n1 = a.shape[0], b.shape[0]
     y = np.concatenate([np.zeros(n0), np.ones(n1)])
     rng = np.random.default_rng(seed)
-    labels = np.stack([y] + [rng.permutation(y) for _ in range(permutations)], axis=1)  # column 0: observed
+    labels = np.stack([y] + [relabel(y, strata, rng) for _ in range(permutations)], axis=1)  # column 0: observed
     targets = 2 * labels - 1  # RidgeClassifier regresses on -1 / +1
     scores = np.empty_like(targets)
     eye = ridge * np.eye(x.shape[1])
@@ -271,6 +276,38 @@ def _row_aucs(scores: np.ndarray, labels: np.ndarray, n1: int) -> np.ndarray:
     return (rank_sums - n1 * (n1 + 1) / 2) / ((n - n1) * n1)
 
 
+def relabel(y: np.ndarray, strata: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of the labels ``y``; with ``strata``, within each stratum only.
+
+    A stratified relabelling keeps each stratum's label counts, so the permutation null
+    holds whatever differs between the samples *through* the strata.  Drift detection
+    stratifies text sketches by text length: the null then includes what a change of
+    length alone does to the sketches (longer texts have denser, less noisy sketches),
+    and only a change of content *at equal length* is significant.
+    """
+    if strata is None:
+        return rng.permutation(y)
+    order = np.lexsort((rng.random(y.size), strata))  # by stratum, random within
+    out = np.empty_like(y)
+    out[np.argsort(strata, kind="stable")] = y[order]
+    return out
+
+
+def length_strata(ref: np.ndarray, cur: np.ndarray, bins: int = 8) -> np.ndarray | None:
+    """Strata of rows by length: the pooled ``bins``-quantile bins of ``log1p(length)``
+    (equal edges merged), ``ref`` rows then ``cur`` rows.
+
+    Returns:
+        One integer per row; None when a length is missing (NaN) or all are equal.
+    """
+    x = np.log1p(np.concatenate([_arr(ref), _arr(cur)]))
+    if not x.size or not np.all(np.isfinite(x)):
+        return None
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1]))
+    strata = np.searchsorted(edges, x, "right")
+    return strata if np.unique(strata).size > 1 else None
+
+
 class MMD(NamedTuple):
     mmd2: float  # unbiased squared MMD with a Gaussian kernel; ~0 without drift
     p_value: float  # tail of a Pearson III fitted to the permutation null
@@ -290,14 +327,16 @@ def _mmd2_batch(k: np.ndarray, s: np.ndarray) -> np.ndarray:
     return kxx / (n * (n - 1)) + kyy / (m * (m - 1)) - 2 * kxy / (n * m)
 
 
-def mmd(ref: np.ndarray, cur: np.ndarray, *, seed: int = 0, permutations: int = 200) -> MMD:
+def mmd(ref: np.ndarray, cur: np.ndarray, *, seed: int = 0, permutations: int = 200,
+        strata: np.ndarray | None = None) -> MMD:
     """Maximum mean discrepancy test with a Gaussian kernel (median-distance bandwidth).
 
     The null distribution comes from ``permutations`` seeded relabellings of the pooled
     rows. A permutation p-value cannot go below ``1 / (permutations + 1)``, too coarse
     for the Bonferroni thresholds of a detector, so ``p_value`` is the upper tail of a
     Pearson type III (gamma with skew) matched to the null's mean, variance and skewness;
-    ``p_perm`` is the plain permutation p-value for reference.
+    ``p_perm`` is the plain permutation p-value for reference.  With ``strata`` (one per
+    row, ``ref`` rows first) rows are relabelled within their stratum only (``relabel``).
 
     Returns:
         ``MMD(mmd2, p_value, p_perm, bandwidth)``; ``(0.0, 1.0, 1.0, 0.0)`` when a side
@@ -318,7 +357,7 @@ def mmd(ref: np.ndarray, cur: np.ndarray, *, seed: int = 0, permutations: int = 
     s0[0, : a.shape[0]] = 1.0
     obs = float(_mmd2_batch(k, s0)[0])
     rng = np.random.default_rng(seed)
-    perms = np.stack([rng.permutation(s0[0]) for _ in range(permutations)])
+    perms = np.stack([relabel(s0[0], strata, rng) for _ in range(permutations)])
     null = _mmd2_batch(k, perms)
     p_perm = (1 + int(np.sum(null >= obs))) / (1 + permutations)
     sd = float(null.std(ddof=1))
