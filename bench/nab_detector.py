@@ -5,13 +5,16 @@ Usage: nab_detector.py FILE.csv
 Reads ``timestamp,value`` rows (timestamps ISO 8601, read as UTC when they carry no
 zone) and prints one anomaly score in [0, 1] per row, in order. Each score is printed
 from the detector state after that row only: the run is causal, as
-``nab_run.py --check-causal`` verifies. Exits with status 2 and a message on a
-missing column or an unparsable row.
+``nab_run.py --check-causal`` verifies. Timestamps that repeat or step back are scored
+in file order (the detector counts them); an empty or non-numeric value is a missing
+value and scores 0. Exits with status 2 and a message on a missing column or an
+unparsable timestamp.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import sys
 from datetime import UTC, datetime
@@ -29,10 +32,18 @@ def parse_time(text: str) -> float:
     return dt.timestamp()
 
 
+def parse_value(text: str) -> float:
+    """The value of a row; NaN (a missing value) when empty or not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def score_rows(rows) -> list[float]:
     """Scores of (timestamp text, value text) rows, one per row, in order."""
     det = Detector()
-    return [det.update(parse_time(ts), float(v)) for ts, v in rows]
+    return [det.update(parse_time(ts), parse_value(v)) for ts, v in rows]
 
 
 def read_rows(path: str) -> list[tuple[str, str]]:

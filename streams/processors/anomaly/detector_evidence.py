@@ -65,12 +65,17 @@ class BurstRate:
 
 class TailRun:
     """Surprise at a run of values in the same tail: how many of the last ``window``
-    z-scores lie in the top (or bottom) ``q`` of the last ``history`` ones, as a
-    binomial tail (-log10).
+    z-scores lie in the top (or bottom) ``q`` of the last ``history`` ones.
 
     Quantile flags make the expected rate q whatever the series' distribution, so a
     sustained shift that no single point shows (a plateau, a slow drift up) is
-    measured on the same scale in every series. 0.0 until ``min_history + window``
+    measured on the same scale in every series. The binomial tail (-log10) of the run
+    is what it would mean for independent values; a series that wanders (a random
+    walk, a smooth cycle) makes long runs all the time, so the surprise is also
+    calibrated on the series' own past runs: it is at most the empirical rarity of a
+    run this long among the ``history`` runs before the last ``window`` (so a growing
+    run is not compared with itself), plus the binomial surprise of the part of the
+    run beyond the longest of them. 0.0 until ``min_history + window``
     z-scores have been seen.
     """
 
@@ -81,6 +86,9 @@ class TailRun:
         self.hi: deque[int] = deque()
         self.lo: deque[int] = deque()
         self.n_hi = self.n_lo = 0
+        self.pending: deque[int] = deque()      # the last `window` run lengths
+        self.runs: deque[int] = deque()         # older run lengths, at most `history`
+        self.hist = [0] * (window + 1)          # their histogram
 
     def update(self, z: float) -> float:
         past = self.past
@@ -97,13 +105,38 @@ class TailRun:
         out = 0.0
         if len(past) >= self.min_history + self.window:
             table = binomial_surprise_table(self.window, self.q)
-            out = table[max(self.n_hi, self.n_lo)]
+            c = max(self.n_hi, self.n_lo)
+            out = self._calibrated(c, table)
+            # A run joins the history only once its window no longer overlaps the
+            # current one: a growing run must not be compared with its own start.
+            self.pending.append(c)
+            if len(self.pending) > self.window:
+                old = self.pending.popleft()
+                self.runs.append(old)
+                self.hist[old] += 1
+                if len(self.runs) > past.size:
+                    self.hist[self.runs.popleft()] -= 1
         past.push(z)
         return out
 
+    def _calibrated(self, c: int, table: tuple[float, ...]) -> float:
+        """min(binomial surprise, empirical rarity among past runs + the binomial
+        surprise of the excess over the longest past run); binomial alone without
+        past runs."""
+        n = len(self.runs)
+        if not n:
+            return table[c]
+        hist = self.hist
+        longest = max(k for k in range(len(hist)) if hist[k])
+        at_least = sum(hist[c:])
+        empirical = -math.log10((at_least + 1) / (n + 1))
+        beyond = table[c] - table[longest] if c > longest else 0.0
+        return min(table[c], empirical + beyond)
+
     def to_state(self) -> dict:
         return {"window": self.window, "q": self.q, "min_history": self.min_history,
-                "past": self.past.to_state(), "hi": list(self.hi), "lo": list(self.lo)}
+                "past": self.past.to_state(), "hi": list(self.hi), "lo": list(self.lo),
+                "pending": list(self.pending), "runs": list(self.runs)}
 
     @classmethod
     def from_state(cls, state: dict) -> TailRun:
@@ -114,6 +147,10 @@ class TailRun:
         t.hi = deque(int(v) for v in state["hi"])
         t.lo = deque(int(v) for v in state["lo"])
         t.n_hi, t.n_lo = sum(t.hi), sum(t.lo)
+        t.pending = deque(int(v) for v in state["pending"])
+        t.runs = deque(int(v) for v in state["runs"])
+        for c in t.runs:
+            t.hist[c] += 1
         return t
 
 

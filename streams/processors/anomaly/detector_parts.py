@@ -27,13 +27,14 @@ def gaussian_surprise(z: float) -> float:
     """-log10 of the two-sided normal tail P(|Z| >= |z|): 0 at z = 0, ~z^2/4.6 far out.
 
     Not capped: how far beyond anything seen a value lies is what ranks the onsets
-    of a heavy-tailed series. A NaN z gives 0; an infinite one gives 1e300.
+    of a heavy-tailed series. A NaN z gives 0; an infinite or astronomically large one gives 1e300.
     """
     if z != z:
         return 0.0
     if math.isinf(z):
         return 1e300
-    return -(float(log_ndtr(-abs(z))) + _LN2) / _LN10
+    # log_ndtr is -inf beyond |z| ~ 1e154; the state must stay finite (JSON snapshots)
+    return min(-(float(log_ndtr(-abs(z))) + _LN2) / _LN10, 1e300)
 
 
 def poisson_surprise(count: int, lam: float) -> float:
@@ -285,6 +286,18 @@ class DailyProfile:
             return None
         s = sorted(h)
         return s[len(s) // 2]
+
+    def band(self, t: float) -> tuple[float, float]:
+        """(lowest, highest) reference among t's bin and its two neighbours that have
+        values; (nan, nan) when none has. Call when ``reference(t)`` is not None."""
+        refs = []
+        b = self._bin(t)
+        for k in (b - 1, b, b + 1):
+            h = self.profile.get(k % self.bins)
+            if h:
+                s = sorted(h)
+                refs.append(s[len(s) // 2])
+        return (min(refs), max(refs)) if refs else (math.nan, math.nan)
 
     def push(self, t: float, x: float) -> None:
         if self.bins:
