@@ -117,6 +117,8 @@ class Client:
         url = url or os.environ.get("ADAPTD_URL") or DEFAULT_URL
         token = token if token is not None else (os.environ.get("ADAPTD_TOKEN") or None)
         self.url = url
+        #: Bearer token (None: none); the routing table poller authenticates with it too.
+        self.token = token
         self._exporter: Exporter = exporter or HttpExporter(
             url, token, timeout_s=export_timeout_s, compression=compression
         )

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from adaptd.adapters.observe import current_observation
-from adaptd.adapters.route_breaker import BreakerBoard
+from adaptd.adapters.route_breaker import BreakerBoard, retry_after_s
 from adaptd.adapters.route_context import current_root_execution, current_route
 from adaptd.adapters.routing_table import RouteEntry, RoutingTable, TableError, TablePoller, WeightedChoice
 
@@ -34,6 +34,29 @@ def _runner_after_fork(ref: weakref.ref[RouteRunner]) -> None:
             runner._reinit_after_fork()
         except Exception as exc:  # never break the child process
             log.warning("adaptd: routing state not renewed after fork: %r", exc)
+
+
+def _sdk_client(client: Any) -> Any:
+    """``client``, else the SDK's configured default client (never created here), else None."""
+    if client is not None:
+        return client
+    import adaptd.adapters as adapters  # lazy: the package imports this module lazily
+
+    return adapters._default
+
+
+def _sdk_url(client: Any) -> str:
+    """The daemon URL the SDK sends events to: the client's (``client`` or the configured
+    default), else ``$ADAPTD_URL``, else ``http://127.0.0.1:7710``."""
+    url = getattr(_sdk_client(client), "url", None)
+    return url if isinstance(url, str) and url else os.environ.get("ADAPTD_URL") or "http://127.0.0.1:7710"
+
+
+def _sdk_token(client: Any) -> str | None:
+    """The bearer token of the client (``client`` or the configured default) when it
+    exposes one, else ``$ADAPTD_TOKEN``; None when neither is set."""
+    token = getattr(_sdk_client(client), "token", None)
+    return token if isinstance(token, str) and token else os.environ.get("ADAPTD_TOKEN") or None
 
 
 class NoRouteError(LookupError):
@@ -80,8 +103,12 @@ class RouteRunner:
         max_attempts: int = 4,
         backoff_base_s: float = 0.05,
         backoff_max_s: float = 2.0,
-        failure_threshold: int = 3,
-        cooldown_s: float = 5.0,
+        failure_threshold: int = 2,
+        cooldown_s: float = 1.0,
+        max_cooldown_s: float | None = None,
+        window: int = 10,
+        window_errors: int = 4,
+        probe_successes: int = 2,
         retryable: Callable[[BaseException], bool] = default_retryable,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -99,16 +126,24 @@ class RouteRunner:
             client: The ``adaptd.adapters.Client`` that receives ``route_decision`` events;
                 default the process-wide client (``adaptd.adapters.get_client()``), on first use.
             emit_decisions: False sends no events at all.
-            url: Daemon base URL for table refresh; default the client's URL, else
-                ``$ADAPTD_URL`` or ``http://127.0.0.1:7710``.
-            token: Bearer token for the refresh; default ``$ADAPTD_TOKEN``.
+            url: Daemon base URL for table refresh; default the client's URL, else the
+                URL of the SDK's configured default client (``adaptd.adapters.configure``,
+                read at every poll, so configuring later works), else ``$ADAPTD_URL`` or
+                ``http://127.0.0.1:7710``.
+            token: Bearer token for the refresh; default the client's (when it exposes
+                ``token``), else ``$ADAPTD_TOKEN``; read at every poll.
             refresh: False never contacts the daemon for tables (``set_table`` only).
             poll_wait_s: Long-poll ``wait`` sent to the daemon.
             poll_min_interval_s: Least time between two refresh requests.
             max_attempts: Route calls per call, the first one included (>= 1).
             backoff_base_s, backoff_max_s: Retry k sleeps ``uniform(0, min(max, base*2**(k-1)))``.
-            failure_threshold, cooldown_s: Local breaker: consecutive failures that open
-                it, and seconds before one probe is let through.
+            failure_threshold, cooldown_s, max_cooldown_s, window, window_errors,
+                probe_successes: Local breaker (``route_breaker.RouteBreaker``): it opens
+                on ``failure_threshold`` failures in a row, on ``window_errors`` failures
+                among the route's last ``window`` attempts, or at once for a 429's
+                ``Retry-After``; the first probe goes after ``cooldown_s`` (doubling per
+                failed probe up to ``max_cooldown_s``, default 4x ``cooldown_s``); ``probe_successes`` successes in
+                a row close it. Defaults: see the module docstring of ``route_breaker``.
             retryable: Which exceptions fail over (see ``default_retryable``).
             rng, sleep, async_sleep, clock: Injected randomness, sleeping and time.
 
@@ -122,7 +157,9 @@ class RouteRunner:
             raise ValueError("max_attempts must be >= 1")
         self.program = program
         self.targets = targets
-        self.breakers = BreakerBoard(failure_threshold, cooldown_s, clock)
+        self.breakers = BreakerBoard(failure_threshold, cooldown_s, clock, max_cooldown_s=max_cooldown_s,
+                                     window=window, window_errors=window_errors,
+                                     probe_successes=probe_successes)  # fmt: skip
         self.max_attempts = max_attempts
         # Plain counters, approximate when threads race (no lock on the hot path).
         self.stats = {"calls": 0, "attempts": 0, "failures": 0, "retries": 0, "fallbacks": 0, "exhausted": 0}
@@ -143,9 +180,13 @@ class RouteRunner:
             os.register_at_fork(after_in_child=functools.partial(_runner_after_fork, weakref.ref(self)))
         self.poller: TablePoller | None = None
         if refresh:
-            url = url or getattr(client, "url", None) or os.environ.get("ADAPTD_URL") or "http://127.0.0.1:7710"
-            token = token if token is not None else os.environ.get("ADAPTD_TOKEN")
-            self.poller = TablePoller(url, program, self._install_polled, token=token, wait_s=poll_wait_s,
+            # Without an explicit url/client, both are read at every poll from the SDK's
+            # default client: ``adaptd.adapters.configure(url=...)`` may come after this.
+            where: str | Callable[[], str] = url or getattr(client, "url", None) or functools.partial(_sdk_url, client)
+            auth: str | Callable[[], str | None] | None = token
+            if token is None:
+                auth = functools.partial(_sdk_token, client)
+            self.poller = TablePoller(where, program, self._install_polled, token=auth, wait_s=poll_wait_s,
                                       min_interval_s=poll_min_interval_s).start()  # fmt: skip
 
     def _install_polled(self, table: RoutingTable) -> None:
@@ -357,7 +398,7 @@ class RouteRunner:
             self._emit(t, name, p, reason, attempt, "error", type(exc).__name__)
             return True
         self.stats["failures"] += 1
-        if self.breakers.failure(name) == "open":
+        if self.breakers.failure(name, retry_after_s(exc)) == "open":
             log.info("adaptd: local breaker of route %s/%s is open", self.program, name)
         self._emit(t, name, p, reason, attempt, "error", type(exc).__name__)
         return False

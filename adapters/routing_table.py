@@ -241,28 +241,29 @@ class TablePoller:
     Each request carries ``If-None-Match`` (the last ETag) and ``?wait=<s>``: a server
     that supports long-polling holds the request until the table changes or ``wait``
     passes; one that does not simply answers at once, and the poller then waits
-    ``min_interval_s`` between requests. 200 hands a validated table to ``on_table``;
+    ``min_interval_s`` between requests. ``url`` and ``token`` may be callables, read
+    at each request (the SDK's configured default client can change after the poller
+    starts). 200 hands a validated table to ``on_table``;
     304 means unchanged. Connection errors, 5xx and invalid tables are logged (once per
     streak) and retried with exponential backoff and full jitter; the caller keeps its
     last table meanwhile. Never raises into the caller.
 
-    The daemon endpoint is being written concurrently: this follows the JSON format of
-    the routing table contract and is tested against a stand-in ``http.server``.
+    Tested against a stand-in ``http.server`` and against the daemon.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Callable[[], str],
         program: str,
         on_table: Callable[[RoutingTable], None],
         *,
-        token: str | None = None,
+        token: str | Callable[[], str | None] | None = None,
         wait_s: float = 25.0,
         min_interval_s: float = 1.0,
         max_backoff_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.endpoint = f"{url.rstrip('/')}/v1/routing/{urllib.parse.quote(program, safe='')}"
+        self._url = url
         self.program = program
         self._on_table = on_table
         self._token = token
@@ -277,6 +278,13 @@ class TablePoller:
         self.counts = {"polls": 0, "updates": 0, "unchanged": 0, "errors": 0}
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=functools.partial(_poller_after_fork, weakref.ref(self)))
+
+    @property
+    def endpoint(self) -> str:
+        """The table's URL now: ``url`` may be a callable, read at every request, so a
+        later ``adaptd.adapters.configure(url=...)`` takes effect on the next poll."""
+        url = self._url() if callable(self._url) else self._url
+        return f"{url.rstrip('/')}/v1/routing/{urllib.parse.quote(self.program, safe='')}"
 
     def start(self) -> TablePoller:
         """Start the daemon thread (idempotent)."""
@@ -309,8 +317,9 @@ class TablePoller:
         req.add_header("Accept", "application/json")
         if self.etag:
             req.add_header("If-None-Match", self.etag)
-        if self._token:
-            req.add_header("Authorization", f"Bearer {self._token}")
+        token = self._token() if callable(self._token) else self._token
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=self._wait_s + 10.0) as resp:
                 body, etag = resp.read(), resp.headers.get("ETag")

@@ -40,42 +40,55 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 from adaptd.daemon.demo.mock_provider import MockServer  # noqa: E402
-from adaptd.daemon.demo.scenarios import SCENARIOS, Scenario, grade, make_tasks  # noqa: E402
+from adaptd.daemon.demo.scenarios import Scenario, grade, make_tasks  # noqa: E402
 from adaptd.daemon.testing import DaemonProcess  # noqa: E402
+from bench.routing_scenarios import ALL_SCENARIOS as SCENARIOS  # noqa: E402
 from bench.routing_workload import AttemptRecorder, ReportingLM, RouterLM, run_workload, summarise  # noqa: E402
 
 PROGRAM = "bench"
 TIMEOUT_S = 6.0  # per provider request, the same for every router
 ROUTERS = ("adaptd", "litellm-shuffle", "litellm-latency")
-DEFAULT_SCENARIOS = "outage_best,latency_degradation,rate_limiting,quality_regression,recovery,group_down,cost_spike"
+DEFAULT_SCENARIOS = ("outage_best,latency_degradation,rate_limiting,quality_regression,recovery,group_down,cost_spike,"
+                     "brownout,latency_4x,quality_regression_fast")
 
 
 # --------------------------------------------------------------------------- configuration
 
 
-#: What a user states about this workload: answers matter most, a 2 s p95 is the latency
-#: SLO, and cost counts a little (a route at the highest cost per call loses 0.1 of quality).
+#: What a user states about this workload: answers matter most, and cost counts a little
+#: (a route at the highest cost per call loses 0.1 of quality).
 OBJECTIVE = 'objective = { quality = 1.0, cost = 0.1, latency = 0.0 }'
-LATENCY_SLO_MS = 2000
-EXPLORATION_FLOOR = 0.05
+#: ``--stated``: the knobs the issue-5 runs set by hand (a 2 s SLO, a 5% floor, a 10 s
+#: rate limit scaled with the run, 10 samples). Without it every knob is at its default.
+STATED = {"latency_slo_ms": 2000, "exploration_floor": 0.05, "min_samples": 10}
 
 
-def routing_toml(scenario: Scenario, *, min_change_interval_s: float, min_samples: int) -> str:
+def routing_toml(scenario: Scenario, *, stated: dict[str, float] | None = None) -> str:
     """The daemon's ``[[routing]]`` program for ``scenario``: one route per deployment
-    (priced as at t=0), fallback chains from the scenario's groups; the policy's other
-    knobs (half-life, breakers) at their defaults."""
-    lines = ["[[routing]]", f'program = "{PROGRAM}"', f"min_change_interval_s = {min_change_interval_s}",
-             f"min_samples = {min_samples}", OBJECTIVE, f"latency_slo_ms = {LATENCY_SLO_MS}",
-             f"exploration_floor = {EXPLORATION_FLOOR}"]  # fmt: skip
+    (priced as at t=0), fallback chains from the scenario's groups (a deployment whose
+    group is only ever a fallback target is ``fallback_only``), the user's objective, and
+    ``stated`` knobs; every other knob (breakers, latency, pacing) at its default."""
+    lines = ["[[routing]]", f'program = "{PROGRAM}"', OBJECTIVE]
+    lines += [f"{k} = {v}" for k, v in (stated or {}).items()]
+    reserve = _fallback_only(scenario)
     for dep in scenario.deployments:
         b = scenario.behaviour(dep, 0.0)
         lines += ["[[routing.routes]]", f'name = "{dep}"', f'model = "openai/{dep}"',
                   f"cost_per_1k_in = {b.price_in_per_1k}", f"cost_per_1k_out = {b.price_out_per_1k}"]  # fmt: skip
+        if dep in reserve:
+            lines.append("fallback_only = true")
     chains = _route_fallbacks(scenario)
     if chains:
         lines.append("[routing.fallbacks]")
         lines += [f'"{dep}" = {json.dumps(chain)}' for dep, chain in chains.items()]
     return "\n".join(lines) + "\n"
+
+
+def _fallback_only(scenario: Scenario) -> set[str]:
+    """Deployments of groups that are fallback targets and never fall back themselves:
+    what LiteLLM calls only through ``fallbacks`` (its model group is the best route's)."""
+    targets = {g for to in scenario.fallbacks.values() for g in to} - set(scenario.fallbacks)
+    return {d for g in targets for d in scenario.groups.get(g, ())}
 
 
 def _route_fallbacks(scenario: Scenario) -> dict[str, list[str]]:
@@ -142,7 +155,7 @@ class Daemon(DaemonProcess):
 
 
 def run_one(name: str, seed: int, *, scale: float, threads: int, interval_s: float, window_s: float,
-            decisions: bool = True) -> dict[str, Any]:
+            decisions: bool = True, stated: bool = False) -> dict[str, Any]:
     """Run scenario ``name`` with ``seed`` through the three routers at once; their figures.
 
     ``decisions`` lets ``AdaptiveLM`` emit its ``route_decision`` events (as in
@@ -158,16 +171,17 @@ def run_one(name: str, seed: int, *, scale: float, threads: int, interval_s: flo
     keys = {r: f"key-{r}" for r in ROUTERS}
     with MockServer(scenario, seed) as server:
         recorder = AttemptRecorder(server)
-        config = routing_toml(scenario, min_change_interval_s=max(1.0, 10 * scale), min_samples=10)
+        knobs = {**STATED, "min_change_interval_s": max(1.0, 10 * scale)} if stated else None
+        config = routing_toml(scenario, stated=knobs)
         with Daemon(config) as daemon:
             client = adapters.Client(url=daemon.url, spill_dir=False)
             routes = {d: ReportingLM(route=d, program=PROGRAM, client=client, model=f"openai/{d}",
                                      api_base=server.api_base(), api_key=keys["adaptd"], cache=False,
                                      num_retries=0, timeout=TIMEOUT_S, engine="litellm")
                       for d in scenario.deployments}  # fmt: skip
+            # local breaker at its defaults (``--stated`` only changes the daemon's program)
             adaptive = AdaptiveLM(PROGRAM, routes, client=client, url=daemon.url, poll_wait_s=10,
-                                  poll_min_interval_s=0.2, max_attempts=3, cooldown_s=5,
-                                  emit_decisions=decisions)  # fmt: skip
+                                  poll_min_interval_s=0.2, max_attempts=3, emit_decisions=decisions)  # fmt: skip
             lms: dict[str, Any] = {"adaptd": adaptive}
             for r, strategy in (("litellm-shuffle", "simple-shuffle"), ("litellm-latency", "latency-based-routing")):
                 router, group = litellm_router(scenario, server, strategy, keys[r])
@@ -218,7 +232,7 @@ def run_one(name: str, seed: int, *, scale: float, threads: int, interval_s: flo
 
 COLUMNS = [("success", "success"), ("quality", "quality"), ("p95_ms", "p95 ms"), ("cost_usd", "cost $"),
            ("leave_s", "leave s"), ("fault_attempts", "fault att."), ("fault_failed", "fault failed"),
-           ("return_s", "return s"), ("calls", "calls")]  # fmt: skip
+           ("return_s", "return s"), ("failed_calls", "failed calls"), ("calls", "calls")]  # fmt: skip
 
 
 def _cell(values: list[Any]) -> str:
@@ -257,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=4.0, help="trailing window (s) of the traffic-share figures")
     parser.add_argument("--no-decisions", dest="decisions", action="store_false",
                         help="AdaptiveLM emits no route_decision events")
+    parser.add_argument("--stated", action="store_true",
+                        help="the program states the issue-5 knobs (SLO 2 s, floor 0.05, ...); default: defaults")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "routing_bench.json"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -270,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in (int(s) for s in args.seeds.split(",")):
             t0 = time.monotonic()
             run = run_one(name, seed, scale=args.scale, threads=args.threads, interval_s=args.interval,
-                          window_s=args.window, decisions=args.decisions)  # fmt: skip
+                          window_s=args.window, decisions=args.decisions, stated=args.stated)  # fmt: skip
             run["wall_s"] = round(time.monotonic() - t0, 1)
             runs.append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "raw"}), flush=True)

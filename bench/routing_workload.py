@@ -271,6 +271,7 @@ def summarise(scenario: Scenario, calls: Sequence[Call], attempts: Sequence[Atte
     out: dict[str, Any] = {
         "calls": len(calls),
         "success": round(len(answered) / len(calls), 4) if calls else None,
+        "failed_calls": len(calls) - len(answered),
         "quality": round(sum(c.quality for c in answered) / len(answered), 4) if answered else None,
         "quality_all": round(sum(c.quality for c in calls) / len(calls), 4) if calls else None,
         "p95_ms": round(1000 * (percentile([c.t1 - c.t0 for c in calls], 0.95) or 0), 1) if calls else None,

@@ -225,9 +225,12 @@ def test_local_breaker_opens_on_consecutive_failures_then_lets_one_probe_through
     assert [d["route"] for d in decisions(client, exporter)[n + 1:]] == ["flaky", "backup"]
 
     flaky.kwargs["mock_response"] = ANSWER.format("flaky again")  # provider recovers
-    assert ask(lm) == "backup"  # still within the new cool-down
     clock.now += 10.0
-    assert ask(lm) == "flaky again"  # the probe succeeds and closes the breaker
+    assert ask(lm) == "backup"  # a failed probe doubled the cool-down: 20 s
+    clock.now += 10.0
+    assert ask(lm) == "flaky again"  # the first probe succeeds: still half-open
+    assert lm.breakers.states()["flaky"] == "half_open"
+    assert ask(lm) == "flaky again"  # the second success in a row closes it
     assert lm.breakers.states()["flaky"] == "closed"
     assert ask(lm) == "flaky again"
 
@@ -246,7 +249,51 @@ def test_breaker_state_machine_allows_a_single_probe_when_half_open():
     assert not b.acquire()  # the probe is out: nobody else
     b.release()
     assert b.acquire()
-    assert b.record_success() == "half_open" and b.state == "closed"
+    assert b.record_success() == "half_open" and b.state == "half_open"  # one success: the next probe
+    assert b.acquire() and not b.acquire()
+    assert b.record_success() == "half_open" and b.state == "closed"  # two in a row close it
+
+
+def test_breaker_opens_on_errors_among_its_last_attempts_when_failures_never_come_in_a_row():
+    """A brownout (one call in three fails) never gives two failures in a row here; four
+    failures among the last ten attempts open the breaker anyway."""
+    b = RouteBreaker(failure_threshold=2, cooldown_s=1, clock=FakeClock(), window=10, window_errors=4)
+    states = []
+    for failed in [False, True, False, False, True, False, True, False, False, True]:
+        states.append(b.record_failure() if failed else (b.record_success(), b.state)[1])
+    assert states[:-1] == ["closed"] * 9 and states[-1] == "open"
+
+
+def test_a_retry_after_opens_the_breaker_at_once_for_that_long_and_failed_probes_double_the_cool_down():
+    clock = FakeClock()
+    b = RouteBreaker(failure_threshold=2, cooldown_s=1, clock=clock, max_cooldown_s=4)
+    assert b.record_failure(cooldown_s=3.0) == "open"  # one 429 with Retry-After: 3
+    clock.now += 2.9
+    assert not b.acquire()
+    clock.now += 0.1
+    assert b.acquire() and b.record_failure() == "open"  # a failed probe: 1 s, then 2, 4, 4
+    waits = []
+    for _ in range(4):
+        waited = 0.0
+        while not b.acquire():
+            clock.now += 0.5
+            waited += 0.5
+        waits.append(waited)
+        b.record_failure()
+    assert waits == [2.0, 4.0, 4.0, 4.0]
+
+
+def test_retry_after_is_read_from_a_rate_limit_error_of_the_provider():
+    import httpx
+    import litellm
+
+    from adaptd.adapters.route_breaker import retry_after_s
+
+    response = httpx.Response(429, headers={"retry-after": "2.5"}, request=httpx.Request("POST", "http://x"))
+    limited = litellm.RateLimitError("slow down", llm_provider="openai", model="m", response=response)
+    assert retry_after_s(limited) == 2.5
+    assert retry_after_s(ProviderDown("503")) is None
+    assert retry_after_s(litellm.RateLimitError("no header", llm_provider="openai", model="m")) is None
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -451,10 +498,11 @@ def test_every_local_breaker_open_fails_fast_without_calling_a_provider(client, 
     assert len(decisions(client, exporter)) == n  # nothing was attempted
 
 
-def test_local_breaker_counts_only_consecutive_failures(client):
+def test_local_breaker_counts_only_consecutive_failures_below_its_window_error_count(client):
     flaky = failing_lm()
     lm = make({"flaky": flaky, "backup": ok_lm("backup")}, client,
-              table(1, {"flaky": 1.0, "backup": 0.0}, {"flaky": ["backup"]}), failure_threshold=3)  # fmt: skip
+              table(1, {"flaky": 1.0, "backup": 0.0}, {"flaky": ["backup"]}), failure_threshold=3,
+              window_errors=6)  # fmt: skip
     for _ in range(2):
         assert ask(lm) == "backup"
     flaky.kwargs["mock_response"] = ANSWER.format("flaky")
@@ -520,3 +568,28 @@ def test_forked_child_keeps_refreshing_the_table(client):
     finally:
         lm.close()
         server.stop()
+
+
+def test_a_429_with_retry_after_from_the_provider_opens_the_local_breaker_for_that_long(client):
+    """A real HTTP 429 (``Retry-After: 3``) from the mock provider through DSPy's LiteLLM
+    engine: the call fails over, and the route's breaker stays open 3 s, not the 1 s
+    default cool-down."""
+    from adaptd.daemon.demo.mock_provider import MockServer
+    from adaptd.daemon.demo.scenarios import Behaviour, Phase, Scenario
+
+    limited = Behaviour(latency_ms=1, latency_sigma=0, rate_429=1.0, retry_after_s=3.0)
+    scenario = Scenario(name="limited", description="", duration_s=60, best="fine",
+                        deployments={"limited": [Phase(0, limited)], "fine": [Phase(0, Behaviour(latency_ms=1))]})
+    clock = FakeClock()
+    with MockServer(scenario, 1) as server:
+        routes = {d: dspy.LM(f"openai/{d}", api_base=server.api_base(), api_key="k", cache=False, num_retries=0,
+                             engine="litellm") for d in ("limited", "fine")}  # fmt: skip
+        lm = make(routes, client, table(1, {"limited": 1.0, "fine": 0.0}, {"limited": ["fine"]}), clock=clock)
+        with dspy.context(lm=lm):
+            dspy.Predict("question -> answer")(question="What is 2+2?")
+        breaker = lm.breakers.get("limited")
+        assert breaker.state == "open" and breaker.open_for == 3.0
+        clock.now += 2.9
+        assert not breaker.would_allow()
+        clock.now += 0.1
+        assert breaker.would_allow()

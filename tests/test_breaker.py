@@ -46,7 +46,7 @@ def test_consecutive_failures_open_the_breaker():
 
 
 def test_a_success_resets_the_consecutive_count():
-    cfg = BreakerConfig(min_requests=100, consecutive_failures=4)  # the rate rule out of play
+    cfg = BreakerConfig(min_requests=100, consecutive_failures=4, recent_errors=10)  # only the consecutive rule
     b = Breaker()
     out = [t for i, c in enumerate("xxxoxxx") for t in record(b, cfg, i * US // 10, c == "o")]
     assert out == [] and b.state == CLOSED and b.consecutive == 3
@@ -57,6 +57,29 @@ def test_error_rate_over_the_window_opens_once_min_requests_are_seen():
     assert feed(b, "oxoxo") == []  # 2/5: below min_requests and rate
     (t,) = feed(b, "x", start_s=0.5)  # 3/6 = 0.5 >= 0.5 with 6 requests
     assert t.to == OPEN and t.numbers["window_requests"] == 6 and t.numbers["window_errors"] == 3
+
+
+def test_a_brownout_opens_the_default_breaker_within_ten_calls_without_failures_in_a_row():
+    """Defaults: one call in three fails, never three in a row, after a minute of
+    successes that keep the 30 s error rate low: the last-10-calls rule trips it."""
+    cfg, b = BreakerConfig(), Breaker()
+    for i in range(600):  # 60 s of successes
+        assert record(b, cfg, i * US // 10, True) == []
+    out = []
+    for i, c in enumerate("oxoxooxoxo"):
+        out += record(b, cfg, (60 + i / 10) * US, c == "o")
+    (t,) = out
+    assert t.to == OPEN and t.reason == "4 failures in the last 10 calls"
+    assert t.numbers["recent_errors"] == 4 and t.numbers["window_errors"] == 4
+
+
+def test_random_errors_at_2_percent_rarely_open_the_default_breaker():
+    import random
+
+    rng, cfg, b = random.Random(4), BreakerConfig(), Breaker()
+    opened = sum(1 for i in range(20_000) for t in record(b, cfg, i * US // 10, rng.random() > 0.02)
+                 if t.to == OPEN)
+    assert opened <= 2
 
 
 def test_errors_below_min_requests_do_not_open():
@@ -143,7 +166,8 @@ def test_state_survives_pickle_and_is_json_ready():
 
 
 @pytest.mark.parametrize("bad", [dict(probes=1, probe_successes=2), dict(error_rate=0), dict(cooldown_s=0),
-                                 dict(max_cooldown_s=1), dict(window_s=0)])
+                                 dict(max_cooldown_s=0.5), dict(window_s=0), dict(recent_errors=11),
+                                 dict(recent=0)])
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
         BreakerConfig(**bad)

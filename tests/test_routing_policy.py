@@ -328,8 +328,12 @@ def test_failed_calls_teach_the_success_rate_not_the_latency():
     assert stats.n == 4 and stats.ok == 2 and stats.lat_n == 2 and stats.p95_ms() == pytest.approx(100.0)
 
 
+#: The rate limit alone: no move is "strong" enough to skip it.
+PATIENT = PolicyConfig(half_life_s=30, breaker=BreakerConfig(cooldown_s=5, max_cooldown_s=10), strong_move=1.0)
+
+
 def test_table_changes_on_performance_are_rate_limited_and_need_min_samples():
-    sim = Sim(RoutingPolicy([routing()], CFG))
+    sim = Sim(RoutingPolicy([routing()], PATIENT))
     sim.run(120)
     stamps = [t for t, o in sim.tables]
     assert len(stamps) >= 2 and all(b - a >= 5 - 0.06 for a, b in zip(stamps, stamps[1:]))
@@ -343,8 +347,20 @@ def test_table_changes_on_performance_are_rate_limited_and_need_min_samples():
     assert [o["version"] for _, o in few.tables] == [1]
 
 
-def test_a_signal_lets_the_next_change_skip_the_rate_limit():
+def test_a_large_move_on_strong_evidence_skips_the_rate_limit_and_small_moves_do_not():
+    """With a 300 s rate limit: the first tables after the uniform start move a's share
+    by >= strong_move (0.3) on the evidence that a answers best, and are published at
+    once; no later table within the 300 s moves less than that."""
     sim = Sim(RoutingPolicy([routing(min_change_interval_s=300)], CFG))
+    sim.run(60)
+    later = sim.tables[1:]
+    assert later and later[0][0] <= 5 and later[0][1]["reason"].startswith("strong evidence")
+    assert all(o["attrs"]["moved"] >= CFG.strong_move for _, o in later)
+    assert sim.share("a") >= 0.8
+
+
+def test_a_signal_lets_the_next_change_skip_the_rate_limit():
+    sim = Sim(RoutingPolicy([routing(min_change_interval_s=300)], PATIENT))
     sim.run(30)
     assert [o["version"] for _, o in sim.tables] == [1]  # held back by the rate limit
     signal = {"kind": "signal", "id": str(uuid.uuid4()), "ts": int(30 * US), "signal_type": "drift",

@@ -8,8 +8,11 @@ program's objective::
               - w_latency * p95 / latency_scale
 
 and picks the best route among those that meet the soft constraints in that sample
-(p95 <= ``latency_slo_ms``, success * quality >= ``min_quality``); when none does, the
-route that misses them by the least.  The share of samples a route wins is its
+(p95 <= ``latency_slo_ms``, success * quality >= ``min_quality``) and are not *slowed
+down* (mean latency above ``slowdown_factor`` x the route's own baseline) while
+another route that is not slowed down meets the constraints with quality within
+``slowdown_quality_margin`` of the best; when no route meets the constraints, the route
+that misses them by the least.  The share of samples a route wins is its
 probability of being best.  Costs are point estimates (prices are known, not noisy);
 the hard cost ceiling is applied by the caller before this.  Randomness comes only from
 the ``numpy.random.Generator`` passed in, so a seeded generator gives the same result.
@@ -71,6 +74,7 @@ def prob_best(names: Sequence[str], stats: Sequence[RouteStats], costs: Sequence
     lat = [s.log_latency() for s in stats]
     known = [x for x in lat if x is not None]
     p95 = np.zeros((samples, k))
+    slow = np.zeros((samples, k), dtype=bool)
     if known:
         fill = (float(np.mean([m for m, _ in known])), float(np.mean([sd for _, sd in known])))
         mu = np.array([(x or fill)[0] for x in lat])
@@ -78,6 +82,14 @@ def prob_best(names: Sequence[str], stats: Sequence[RouteStats], costs: Sequence
         lat_n = np.array([max(s.lat_n, 1.0) for s in stats])
         draws = rng.standard_normal((samples, k)) * (np.maximum(sd, 0.05) / np.sqrt(lat_n)) + mu
         p95 = np.exp(draws + 1.645 * sd)
+        if routing.slowdown_factor:  # None or 0: off
+            for i, s in enumerate(stats):
+                base = s.baseline()
+                now = lat[i]
+                # the point estimate, not the draws: the model restarted on a change the
+                # change test already judged significant, from few samples
+                if base is not None and now is not None and now[0] - base[0] > np.log(routing.slowdown_factor):
+                    slow[:, i] = True
     known_costs = [c for c in costs if c is not None]
     cost = np.array([c if c is not None else (float(np.mean(known_costs)) if known_costs else 0.0) for c in costs])
 
@@ -92,6 +104,15 @@ def prob_best(names: Sequence[str], stats: Sequence[RouteStats], costs: Sequence
     if routing.min_quality is not None:
         miss += np.maximum(routing.min_quality - delivered, 0.0) / max(routing.min_quality, 1e-9)
     feasible = miss == 0
+    if slow.any():
+        # a slowed-down route is out of a sample where a route that is not slow meets the
+        # constraints there and delivers, on the posterior means, quality within the
+        # margin of the best route's (means: a margin judged per draw would let the slow
+        # route win every sample where the stand-in's quality happens to draw low)
+        mean = np.array([s.success_mean() * (s.quality_mean() or 1.0) for s in stats])
+        near = mean >= mean.max() - routing.slowdown_quality_margin
+        stand_in = feasible & ~slow & near[None, :]
+        feasible = feasible & ~(slow & stand_in.any(axis=1, keepdims=True))
     # feasible routes compete on utility; when none is feasible the least miss wins
     score = np.where(feasible, utility, -np.inf)
     none = ~feasible.any(axis=1)

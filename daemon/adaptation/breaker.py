@@ -3,6 +3,7 @@
 States and transitions (``t`` is event time in microseconds, given by the caller)::
 
     closed    --(error rate over the window >= error_rate with >= min_requests,
+                 or recent_errors failures among the last ``recent`` outcomes,
                  or consecutive_failures failures in a row)-->            open
     open      --(cool-down elapsed, judged by ``tick``)-->                half_open
     half_open --(probe_successes successes among the first ``probes``)--> closed
@@ -31,11 +32,19 @@ class BreakerConfig:
     window_s: int = 30
     error_rate: float = 0.5
     min_requests: int = 10
-    consecutive_failures: int = 5
-    cooldown_s: float = 5.0
+    #: Errors are evidence at once: three failures in a row of a route that normally
+    #: fails less than 1% of calls happen by chance less than once in a million calls.
+    consecutive_failures: int = 3
+    #: Count-based window: ``recent_errors`` failures among the route's last ``recent``
+    #: outcomes open it (a brownout failing one call in three trips it within about ten
+    #: calls; a route failing 2% of calls at random trips it about once in 30 000 calls).
+    recent: int = 10
+    recent_errors: int = 4
     #: Short: a failed probe is retried elsewhere, and a provider back within seconds
-    #: should get its traffic back within seconds.
-    max_cooldown_s: float = 10.0
+    #: should get its traffic back within seconds; the doubling keeps a long outage to a
+    #: probe every ``max_cooldown_s``.
+    cooldown_s: float = 1.0
+    max_cooldown_s: float = 4.0
     backoff: float = 2.0
     #: K: outcomes counted as probes while half-open.
     probes: int = 3
@@ -45,6 +54,8 @@ class BreakerConfig:
     def __post_init__(self) -> None:
         if self.window_s < 1 or self.min_requests < 1 or self.consecutive_failures < 1:
             raise ValueError("BreakerConfig: window_s, min_requests, consecutive_failures must be >= 1")
+        if self.recent < 1 or not 1 <= self.recent_errors <= self.recent:
+            raise ValueError("BreakerConfig: need recent >= 1 and 1 <= recent_errors <= recent")
         if not 0 < self.error_rate <= 1:
             raise ValueError("BreakerConfig: error_rate must be in (0, 1]")
         if not 1 <= self.probe_successes <= self.probes:
@@ -69,11 +80,20 @@ class Breaker:
     trips: int = 0
     probe_ok: int = 0
     probe_failed: int = 0
+    #: The last ``BreakerConfig.recent`` outcomes while closed, oldest first (1: an error).
+    last: list[int] = field(default_factory=list)
+    #: Whether it last opened on a partial failure (error count or rate, successes in
+    #: between: a brownout) rather than on failures in a row (an outage).
+    partial: bool = False
+    #: ``[outcomes, errors]`` of the count window when it last opened (the brownout's
+    #: evidence, which the policy restarts the route's success posterior from).
+    at_open: list[int] = field(default_factory=lambda: [0, 0])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (the window folded into totals)."""
         d = asdict(self)
         d.pop("buckets")
+        d["recent_errors"] = sum(d.pop("last"))
         d["window_requests"] = sum(b[1] for b in self.buckets)
         d["window_errors"] = sum(b[2] for b in self.buckets)
         return d
@@ -129,11 +149,20 @@ def record(b: Breaker, cfg: BreakerConfig, t_us: int, ok: bool) -> list[Transiti
         b.buckets.append([second, 1, 0 if ok else 1])
     b.consecutive = 0 if ok else b.consecutive + 1
     if b.state == CLOSED:
+        b.last.append(0 if ok else 1)
+        del b.last[:-cfg.recent]
         n = sum(x[1] for x in b.buckets)
         errors = sum(x[2] for x in b.buckets)
+        recent_errors = sum(b.last)
+        b.partial = not ok and b.consecutive < cfg.consecutive_failures
+        b.at_open = [len(b.last), sum(b.last)]
         if not ok and b.consecutive >= cfg.consecutive_failures:
             out.append(_open(b, cfg, f"{b.consecutive} consecutive failures",
                              {"consecutive": b.consecutive, "window_requests": n, "window_errors": errors}))
+        elif not ok and recent_errors >= cfg.recent_errors:
+            out.append(_open(b, cfg, f"{recent_errors} failures in the last {len(b.last)} calls",
+                             {"recent": len(b.last), "recent_errors": recent_errors, "window_requests": n,
+                              "window_errors": errors}))
         elif not ok and n >= cfg.min_requests and errors / n >= cfg.error_rate:
             out.append(_open(b, cfg, f"error rate {errors}/{n} over {cfg.window_s}s >= {cfg.error_rate}",
                              {"window_requests": n, "window_errors": errors, "error_rate": errors / n}))
@@ -148,6 +177,7 @@ def record(b: Breaker, cfg: BreakerConfig, t_us: int, ok: bool) -> list[Transiti
         elif b.probe_ok >= cfg.probe_successes:
             b.state, b.trips, b.consecutive, b.opened_us = CLOSED, 0, 0, None
             b.buckets.clear()  # the errors that opened it must not re-open it now
+            b.last.clear()
             out.append(Transition(HALF_OPEN, CLOSED, t, f"{b.probe_ok} probe successes", numbers))
     return out
 

@@ -31,7 +31,9 @@ the watermark, whichever is later; evaluations happen when that clock enters a n
 - initially, at the program's first event (version 1);
 - on performance, when ``min_samples`` outcomes arrived since the last evaluation, at
   least ``min_change_interval_s`` passed since the last table (or a signal arrived) and
-  some weight moved by ``hysteresis`` or more.
+  some weight moved by ``hysteresis`` or more; before ``min_change_interval_s`` when
+  some weight moved by ``PolicyConfig.strong_move`` or more (strong evidence);
+- on each successful probe of a half-open route (its probe share doubles).
 
 Wiring (not done here).  The runtime feeds source processors only the source kinds;
 the policy also needs ``signal`` and admin ``adaptation`` records.  The smallest change:
@@ -65,7 +67,7 @@ from adaptd.daemon.adaptation.bandit import prob_best
 from adaptd.daemon.adaptation.config import ProgramRouting
 from adaptd.daemon.adaptation.policy_state import PolicyConfig, PolicyState, ProgramState
 from adaptd.daemon.adaptation.posteriors import US, RouteStats
-from adaptd.daemon.adaptation.table import table, weights
+from adaptd.daemon.adaptation.table import candidates, table, weights
 from adaptd.streams.events import SCHEMA_VERSION, derived_id
 from adaptd.streams.processors.base import SOURCE_KINDS, EventBatch, iso_us, to_us
 
@@ -114,7 +116,7 @@ class RoutingPolicy:
         return PolicyState(seed=self.cfg.seed)
 
     def config(self) -> dict[str, Any]:
-        return {"version": 4, "policy": asdict(self.cfg),
+        return {"version": 5, "policy": asdict(self.cfg),
                 "programs": [p.model_dump() for p in self.programs.values()]}
 
     def metrics(self, state: PolicyState) -> dict[str, Any]:
@@ -274,6 +276,8 @@ class RoutingPolicy:
         waited = ps.last_change_us is None or t_us - ps.last_change_us >= routing.min_change_interval_s * US
         if waited or ps.urgent:
             self._publish(ps, t_us, "signal" if ps.urgent and not waited else "performance", out)
+        else:  # within the rate limit: only a large move (strong evidence) is published
+            self._publish(ps, t_us, "strong evidence", out, min_move=self.cfg.strong_move)
 
     # ------------------------------------------------------------------ inputs
 
@@ -288,8 +292,14 @@ class RoutingPolicy:
             self._cause(ps, str(e["id"]))
             ps.urgent = True
         ps.since_eval += 1
-        for tr in brk.record(ps.breakers[route], self.cfg.breaker, now, ok):
+        b = ps.breakers[route]
+        transitions = brk.record(b, self.cfg.breaker, now, ok)
+        for tr in transitions:
             self._transition(ps, route, tr, out)
+        if ok and not transitions and b.state == brk.HALF_OPEN:
+            # a probe succeeded: a larger probe share at once (the rising return)
+            self._publish(ps, now, f"probe of {route} succeeded ({b.probe_ok} of {self.cfg.breaker.probe_successes})",
+                          out, force=True)
 
     def _admin(self, ps: ProgramState, now: int, e: Mapping[str, Any], out: list[dict]) -> None:
         """Apply an admin action.  Expected: ``program`` and (except ``unpin``) ``route``
@@ -331,7 +341,7 @@ class RoutingPolicy:
         """Roll back (by itself) each canary with ``min_samples`` outcomes of its own that
         is worse than the best closed incumbent with ``rollback_confidence``."""
         incumbents = [r for r in self.route_names[ps.program] if r not in ps.canaries and r not in ps.disabled
-                      and ps.breakers[r].state == brk.CLOSED]
+                      and ps.breakers[r].state == brk.CLOSED and r not in routing.reserve]
         for route in list(ps.canaries):
             if ps.stats[route].total - ps.canary_base.get(route, 0) < routing.min_samples:
                 continue
@@ -381,8 +391,16 @@ class RoutingPolicy:
             caused = [sid]
             if tr.to == brk.CLOSED:
                 ps.breaker_incident.pop(route, None)
-                # the probes showed the failure regime is over: judge the route on them
-                ps.stats[route].forget_failures()
+                if not b.partial:
+                    # the probes showed the outage is over: judge the route on them
+                    ps.stats[route].forget_failures()
+                else:
+                    # after a brownout (it opened with successes in between) two good probes
+                    # prove little: the success rate restarts from the window that opened
+                    # the breaker plus the probes (a change point), not from the long
+                    # history that hid the brownout
+                    n, errors = b.at_open
+                    ps.stats[route].restart_success(n - errors + b.probe_ok, n + b.probe_ok + b.probe_failed)
         elif route in ps.breaker_signal:
             caused = [ps.breaker_signal[route]]
         action = {brk.OPEN: "breaker_open", brk.HALF_OPEN: "breaker_half_open", brk.CLOSED: "breaker_close"}[tr.to]
@@ -391,9 +409,10 @@ class RoutingPolicy:
             self._cause(ps, c)
         self._publish(ps, tr.t_us, f"breaker {route} {tr.frm} -> {tr.to} ({tr.reason})", out, force=True)
 
-    def _publish(self, ps: ProgramState, t_us: int, why: str, out: list[dict], *, force: bool = False) -> None:
+    def _publish(self, ps: ProgramState, t_us: int, why: str, out: list[dict], *, force: bool = False,
+                 min_move: float = 0.0) -> None:
         """Compute the table at ``t_us``; emit it when forced or when a weight moved by
-        the hysteresis (otherwise only the evaluation counters move on)."""
+        the hysteresis and by ``min_move`` (otherwise only the evaluation counters move on)."""
         routing = self.programs[ps.program]
         names = self.route_names[ps.program]
         costs = {r.name: ps.stats[r.name].cost_per_call(r.cost_per_1k_in, r.cost_per_1k_out) for r in routing.routes}
@@ -402,20 +421,21 @@ class RoutingPolicy:
         if excluded and len(excluded) == len(names):  # all too dear: keep the cheapest
             excluded.discard(min(names, key=lambda r: (costs[r], r)))
         states = {r: ps.breakers[r].state for r in names}
-        candidates = [r for r in names if states[r] == brk.CLOSED and r not in ps.disabled
-                      and r not in ps.canaries and r not in excluded]
+        cands = candidates(names, breakers=states, canaries=ps.canaries, disabled=set(ps.disabled),
+                           excluded=excluded, reserve=routing.reserve)
         rng = np.random.default_rng([self.cfg.seed, ps.rng_key, ps.evals])
         ps.evals += 1
         for r in names:
             ps.stats[r].decay_to(t_us, self.cfg.half_life_s)
-        evidence = prob_best(candidates, [ps.stats[r] for r in candidates], [costs[r] for r in candidates],
+        evidence = prob_best(cands, [ps.stats[r] for r in cands], [costs[r] for r in cands],
                              routing, rng, self.cfg.samples)
         shares, note = weights(names, prob_best={r: ev.prob_best for r, ev in evidence.items()}, breakers=states,
                                pinned=ps.pinned, canaries=ps.canaries, disabled=set(ps.disabled), excluded=excluded,
-                               floor=routing.exploration_floor, probe_share=self.cfg.probe_share)
+                               floor=routing.exploration_floor, probe_share=self.cfg.probe_share,
+                               reserve=routing.reserve, probe_ok={r: ps.breakers[r].probe_ok for r in names})
         ps.since_eval = 0
         moved = max((abs(shares[r] - ps.shares.get(r, 0.0)) for r in names), default=0.0)
-        if not force and moved < routing.hysteresis:
+        if not force and moved < max(routing.hysteresis, min_move):
             return
         ps.version += 1
         ps.shares = shares

@@ -20,8 +20,13 @@ class PolicyConfig:
     half_life_s: float = 30.0
     #: Evaluation slot: the policy evaluates when a program's clock enters a new one.
     tick_s: float = 1.0
-    #: Share of a half-open route (the traffic that probes it).
-    probe_share: float = 0.2
+    #: Share of a half-open route (the traffic that probes it), doubled per probe success.
+    probe_share: float = 0.1
+    #: A performance change this large (some weight moves by at least this much) is
+    #: published without waiting for ``min_change_interval_s``: the posterior is sure
+    #: enough (a silent quality drop moves the best route's share from ~0.9 to the floor
+    #: once ~20 scores show it), while small moves stay rate-limited against flapping.
+    strong_move: float = 0.3
     outcome_kinds: tuple[str, ...] = ("lm_call",)
     #: Bound on the execution id -> route joins kept for feedback, per tenant (oldest dropped).
     max_joins: int = 100_000
@@ -36,6 +41,8 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if self.samples < 10 or self.tick_s <= 0 or self.half_life_s <= 0 or not 0 < self.probe_share < 1:
             raise ValueError("PolicyConfig: need samples >= 10, tick_s > 0, half_life_s > 0, 0 < probe_share < 1")
+        if not 0 < self.strong_move <= 1:
+            raise ValueError("PolicyConfig: need 0 < strong_move <= 1")
         bad = set(self.outcome_kinds) - {"execution", "lm_call"}
         if bad:
             raise ValueError(f"PolicyConfig: outcome_kinds must be execution / lm_call, not {sorted(bad)}")

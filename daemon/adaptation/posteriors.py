@@ -16,8 +16,15 @@ cut that short (the "restart on detected change" of non-stationary bandits):
   2..RECENT of them leaves the mean of the posterior without them by more than
   ``SHIFT_Z`` standard errors, the latency model restarts from those recent samples
   (``outcome`` returns True so the caller may act);
-- failures: when the route's circuit breaker closes after successful probes, the
-  caller calls ``forget_failures`` (the failure regime ended).
+- failures: when the route's circuit breaker closes after successful probes following
+  an outage (it opened on failures in a row), the caller calls ``forget_failures`` (the
+  failure regime ended).
+
+A restart upwards keeps the model it replaced as the route's latency *baseline*
+(``baseline``): how fast the route was before it slowed down, so the bandit can tell "3x
+slower than itself" without any SLO being configured.  The baseline goes when a restart
+downwards brings the route back within 1.5x of it, or ``BASELINE_S`` after it was taken
+(a slowness that lasts that long is the route's new normal).
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ RECENT = 5
 SHIFT_Z = 4.5
 #: Floor of the spread used by the change test (log ms): 10% jitter is not a change.
 MIN_SD = 0.1
+#: Event-time seconds a latency baseline is kept after the slowdown that set it.
+BASELINE_S = 600.0
+#: A restart downwards within this factor of the baseline ends the slowdown.
+BACK_FACTOR = 1.5
 
 
 @dataclass(slots=True)
@@ -61,6 +72,11 @@ class RouteStats:
     lat_changes: int = 0
     #: Latency samples (raw count, not decayed) since the latency model last (re)started.
     lat_raw: int = 0
+    #: The latency model before the route slowed down: mean and sd of log ms, and when it
+    #: was taken (µs); None while the route is not slower than it was.
+    base_mu: float | None = None
+    base_sd: float = 0.0
+    base_t_us: int = 0
 
     def decay_to(self, t_us: int, half_life_s: float) -> None:
         """Forget down to time ``t_us`` (never backwards; no-op for t <= the last time)."""
@@ -105,6 +121,7 @@ class RouteStats:
             shifted = self._latency_shift(x)
             changed = bool(shifted)
             if shifted:
+                self._rebase(sum(shifted) / len(shifted))
                 self.lat_n = float(len(shifted))
                 self.lat_s = sum(shifted)
                 self.lat_ss = sum(v * v for v in shifted)
@@ -162,6 +179,29 @@ class RouteStats:
                 side = 1.0 if shift > 0 else -1.0
                 return [v for v, _ in self.recent if (v - mu) * side > 2 * sd] or [x]
         return []
+
+    def _rebase(self, new_mu: float) -> None:
+        """Keep or drop the baseline as the latency model restarts at mean ``new_mu``."""
+        old = self.log_latency()
+        if old is None:
+            return
+        if new_mu > old[0]:
+            if self.base_mu is None:  # the first step up: the healthy model is the baseline
+                self.base_mu, self.base_sd, self.base_t_us = old[0], old[1], self.t_us
+        elif self.base_mu is not None and new_mu <= self.base_mu + math.log(BACK_FACTOR):
+            self.base_mu = None
+
+    def baseline(self) -> tuple[float, float] | None:
+        """Mean and sd of log latency (ms) before the route slowed down, while it is
+        slower than that and the baseline is younger than ``BASELINE_S``; else None."""
+        if self.base_mu is None or self.t_us - self.base_t_us > BASELINE_S * US:
+            return None
+        return self.base_mu, self.base_sd
+
+    def restart_success(self, ok: float, n: float) -> None:
+        """Restart the success posterior from ``ok`` successes of ``n`` recent outcomes
+        (a change point in the success rate: a brownout seen by the circuit breaker)."""
+        self.n, self.ok = max(n, 0.0), min(max(ok, 0.0), max(n, 0.0))
 
     def forget_failures(self) -> None:
         """Drop the (decayed) failures from the success posterior, keeping its successes:

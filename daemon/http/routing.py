@@ -26,6 +26,13 @@ from adaptd.daemon.ingest import Limits
 MAX_WAIT_S = 30.0
 
 
+def longest_hold_s(shutdown_timeout_s: float) -> float:
+    """How long a long-poll may hold a request: ``MAX_WAIT_S``, but at most half of the
+    graceful-shutdown timeout uvicorn is given (``int(max(1, shutdown_timeout_s))``, as
+    ``http.server.build_server`` sets it), so that a stop never has to cancel one."""
+    return min(MAX_WAIT_S, int(max(1, shutdown_timeout_s)) / 2)
+
+
 class AdminAction(BaseModel):
     """Body of ``POST /v1/routing/{program}/{action}``."""
 
@@ -40,6 +47,7 @@ def routing_router(settings: Settings, auth: Auth) -> APIRouter:
     """The routing endpoints for ``settings.routing``; ``auth`` holds the app's bearer-token
     tenant (``auth.Tenant``) and admin (``auth.Admin``, for the actions) dependencies."""
     programs: dict[str, ProgramRouting] = {p.program: p for p in settings.routing}
+    hold_s = longest_hold_s(settings.shutdown_timeout_s)
     limits = Limits(**settings.limits.model_dump())
     router = APIRouter()
     # The same dependencies as ``auth.Tenant`` / ``auth.Admin``, spelled as local aliases so
@@ -67,7 +75,10 @@ def routing_router(settings: Settings, auth: Auth) -> APIRouter:
     ) -> Response:
         routing = configured(program)
         seen = request.headers.get("if-none-match")
-        deadline = time.monotonic() + wait
+        # Held no longer than half the graceful-shutdown budget: a daemon told to stop
+        # answers every long-poll (304, then closes the connection) before uvicorn's
+        # graceful timeout would cancel it into a 500. Clients simply poll again.
+        deadline = time.monotonic() + min(wait, hold_s)
         while True:
             table = await run_in_threadpool(current, request, tenant, routing)
             etag = f'"{table["version"]}"'
