@@ -1,4 +1,4 @@
-"""The ``adaptd`` command line: clear one-line errors with exit 2, and the happy paths."""
+"""The ``adaptd`` command line: clear one-line errors (exit 2 for usage, 1 at run time), and the happy paths."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ import httpx
 from conftest import REPO, free_port, run_cli, wait_until
 
 
-def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
+def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str, code: int = 2) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
 
 
-def test_unreachable_daemon_says_how_to_fix_and_exits_2() -> None:
+def test_unreachable_daemon_says_how_to_fix_and_exits_1() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    _one_line_error(run_cli("status", "--url", url), "cannot reach the daemon", "adaptd up")
-    _one_line_error(run_cli("emit", "--url", url, "--program", "qa"), "cannot reach the daemon")
+    _one_line_error(run_cli("status", "--url", url), "cannot reach the daemon", "adaptd up", code=1)
+    _one_line_error(run_cli("emit", "--url", url, "--program", "qa"), "cannot reach the daemon", code=1)
 
 
 def test_bad_flag_exits_2() -> None:
@@ -81,7 +81,7 @@ def test_emit_status_tail_and_replay_against_a_real_daemon(daemon_factory, tmp_p
     assert [json.loads(line)["id"] for line in out.splitlines()] == [first.stdout.strip(), second.stdout.strip()]
 
     rejected = run_cli("emit", "--url", daemon.url, "--kind", "execution")
-    _one_line_error(rejected, "event rejected", "program")
+    _one_line_error(rejected, "event rejected", "program", code=1)
 
     wait_until(lambda: httpx.get(f"{daemon.url}/v1/stats").json()["projector_lag"] == 0)
     status = run_cli("status", "--url", daemon.url, "--json")

@@ -63,8 +63,8 @@ def cli(url: str, *args: str) -> Any:
     return run_cli(*args, "--url", url, env={"COLUMNS": "250"})
 
 
-def assert_fixable_failure(result: Any, *words: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+def assert_fixable_failure(result: Any, *words: str, code: int = 2) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("adaptd: error: "), result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -129,12 +129,12 @@ def test_routing_shows_each_routes_share_and_breaker(url: str) -> None:
     assert {b["route"]: b["state"] for b in answer["breakers"]}["primary"] in ("open", "half_open")
 
 
-def test_fixable_failures_print_one_line_and_exit_2(url: str) -> None:
+def test_failures_print_one_line_exit_2_for_bad_values_and_1_when_the_daemon_is_down_or_refuses(url: str) -> None:
     down = f"http://127.0.0.1:{free_port()}"
     for args in (("executions",), ("trace", ROOT), ("signals",), ("routing", "qa")):
-        assert_fixable_failure(cli(down, *args), "cannot reach the daemon", "--url")
-    assert_fixable_failure(cli(url, "routing", "nope"), "404", "no [[routing]] configuration")
-    assert_fixable_failure(cli(url, "trace", str(uuid.uuid4())), "404", "no execution")
+        assert_fixable_failure(cli(down, *args), "cannot reach the daemon", "--url", code=1)
+    assert_fixable_failure(cli(url, "routing", "nope"), "404", "no [[routing]] configuration", code=1)
+    assert_fixable_failure(cli(url, "trace", str(uuid.uuid4())), "404", "no execution", code=1)
     assert_fixable_failure(cli(url, "trace", "not-a-uuid"), "422")
     assert_fixable_failure(cli(url, "executions", "--root-id", "nope"), "422", "root_id")
     assert_fixable_failure(cli(url, "executions", "--since", "yesterday"), "422", "since")

@@ -187,7 +187,7 @@ def test_adaptd_retention_apply_deletes_old_rows_and_needs_an_admin(daemon: Daem
 
     wait_until(lambda: len(stored("/v1/lm_calls")) == 4 and len(stored("/v1/feedback")) == 5, timeout=30)
     refused = cli(daemon, USER, "retention", "apply")
-    assert refused.returncode == 2 and "not an admin" in refused.stderr and refused.stdout == ""
+    assert refused.returncode == 1 and "not an admin" in refused.stderr and refused.stdout == ""
     result = cli(daemon, ADMIN, "retention", "apply")
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
@@ -239,7 +239,7 @@ def test_export_writes_the_tenants_rows_to_parquet_and_ndjson_read_back_equal(da
     assert {r["id"] for r in pq.read_table(admin_file).to_pylist()} == {e["id"] for e in theirs}
 
 
-def test_export_failures_the_user_can_fix_print_one_line_and_exit_2(daemon: DaemonProcess, tmp_path: Path) -> None:
+def test_export_failures_print_one_line_exit_2_for_bad_values_and_1_when_the_daemon_is_down(daemon: DaemonProcess, tmp_path: Path) -> None:
     cases = [
         (("export", "--table", "executions"), "pass -o FILE"),
         (("export", "--table", "executions", "-o", str(tmp_path / "no" / "x.parquet")), "does not exist"),
@@ -254,6 +254,6 @@ def test_export_failures_the_user_can_fix_print_one_line_and_exit_2(daemon: Daem
         assert len(lines) == 1 and lines[0].startswith("adaptd: error:") and words in lines[0], (args, lines)
     assert not (tmp_path / "x.parquet").exists() and not list(tmp_path.glob("*.part"))
     down = run_cli("export", "--table", "executions", "--format", "ndjson", "--url", f"http://127.0.0.1:{free_port()}")
-    assert down.returncode == 2 and "cannot reach the daemon" in down.stderr
+    assert down.returncode == 1 and "cannot reach the daemon" in down.stderr
     usage = cli(daemon, USER, "export", "--table", "nope", "-o", str(tmp_path / "y"))
     assert usage.returncode == 2 and "Invalid value for '--table'" in usage.stderr

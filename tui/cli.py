@@ -6,7 +6,6 @@ registers it at its own import.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -15,9 +14,9 @@ DEFAULT_URL = "http://127.0.0.1:7710"
 
 
 @click.command()
-@click.option("--url", default=lambda: os.environ.get("ADAPTD_URL", DEFAULT_URL), show_default=DEFAULT_URL,
-              help="Daemon base URL (env ADAPTD_URL).")
-@click.option("--token", default=lambda: os.environ.get("ADAPTD_TOKEN"), help="Bearer token (env ADAPTD_TOKEN).")
+@click.option("--url", envvar="ADAPTD_URL", default=DEFAULT_URL, show_default=True, show_envvar=True,
+              help="Daemon base URL.")
+@click.option("--token", envvar="ADAPTD_TOKEN", show_envvar=True, help="Bearer token.")
 @click.option("--refresh", "poll_s", type=click.FloatRange(0.2, 60), default=2.0, show_default=True,
               help="Seconds between refreshes.")
 def dash(url: str, token: str | None, poll_s: float) -> None:

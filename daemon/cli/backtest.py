@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from adaptd.daemon.cli.common import fail
+from adaptd.daemon.cli.common import fail, fail_runtime
 
 _LABELS = {"success": "success rate", "quality": "quality", "latency_ms": "latency ms", "cost_usd": "cost USD"}
 
@@ -34,8 +33,8 @@ def _time(value: str | None, flag: str) -> int | None:
               help="TOML file with the target's [[routing]] entry for --program and optional [routing_policy].")
 @click.option("--since", help="Only decisions at or after this ISO time (the policy still reads the log before it).")
 @click.option("--until", help="Only decisions before this ISO time.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=lambda: os.environ.get("ADAPTD_DATA_DIR", ".adaptd"),
-              show_default=".adaptd (env ADAPTD_DATA_DIR)", help="The daemon's data directory (its log is read).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=".adaptd", envvar="ADAPTD_DATA_DIR", show_default=True,
+              show_envvar=True, help="The daemon's data directory (its log is read).")
 @click.option("--tenant", default="default", show_default=True, help="Whose traffic.")
 @click.option("--min-propensity", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Refuse when a logged propensity is below this (default 0.01).")
@@ -51,7 +50,7 @@ def backtest(program: str, policy_file: Path, since: str | None, until: str | No
     95% intervals and the effective sample size).
 
     The target's probability of each logged choice comes from re-running the routing
-    policy with the --policy config over the same log.  Exit 2 with the reason when the
+    policy with the --policy config over the same log.  Exit 1 with the reason when the
     data cannot support an estimate (propensities missing or near zero, too small an
     effective sample size, traffic the log never tried).
     """
@@ -82,8 +81,8 @@ def backtest(program: str, policy_file: Path, since: str | None, until: str | No
         result = bt.estimate(units, rng=np.random.default_rng(seed) if bootstrap else None, bootstrap=bootstrap,
                              **limits)
     except bt.Refusal as exc:
-        fail(f"cannot backtest {program!r} (tenant {tenant!r}, {traffic.decisions} route decisions in the log, "
-             f"{len(units)} first choices in the period): {exc}")
+        fail_runtime(f"cannot backtest {program!r} (tenant {tenant!r}, {traffic.decisions} route decisions in the log,"
+                     f" {len(units)} first choices in the period): {exc}")
     out = {"program": program, "tenant": tenant, "policy": str(policy_file), "since": since, "until": until,
            "traffic": {"decisions": traffic.decisions, "units": len(units), "retries_and_fallbacks": traffic.retries,
                        "outside_period": traffic.outside_period, "with_outcome": traffic.with_outcome,

@@ -10,6 +10,9 @@ from pathlib import Path
 import click
 import orjson
 
+_data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), required=True, envvar="ADAPTD_DATA_DIR",
+                                show_envvar=True, help="The daemon's data directory.")
+
 
 @click.group()
 def log() -> None:
@@ -17,7 +20,7 @@ def log() -> None:
 
 
 @log.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="The daemon's data directory.")
+@_data_dir_option
 def verify(data_dir: Path) -> None:
     """Check every frame (length, offset, CRC) of DATA_DIR/log; read-only.
 
@@ -59,7 +62,7 @@ def lost_record(offset: int, reason: str, file: Path, timestamp_ms: int) -> byte
 
 
 @log.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="The daemon's data directory.")
+@_data_dir_option
 def repair(data_dir: Path) -> None:
     """Move the unreadable bytes of DATA_DIR/log to DATA_DIR/log/quarantine; keep every readable record.
 

@@ -1,7 +1,8 @@
 """The ``adaptd`` command line.
 
-Every failure a user can fix (a bad flag, a bad config, an unreachable daemon) prints one
-line saying what to fix and exits 2.
+Every failure prints one line saying what to fix and exits 2 for a usage error (a bad flag,
+a bad config, a busy port, an unusable data dir) or 1 for a runtime failure (the daemon
+down or refusing, a rejected event); see ``adaptd.daemon.cli.common``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,18 @@ from typing import Any
 import click
 import orjson
 
-from adaptd.daemon.cli.common import client, detail, fail, request, token_option, url_option
+from adaptd.daemon.cli.common import (
+    SETTINGS_ENV,
+    client,
+    config_option,
+    fail,
+    fail_runtime,
+    refused,
+    request,
+    token_option,
+    unreachable,
+    url_option,
+)
 from adaptd.streams.log.base import LogError
 
 
@@ -54,20 +66,31 @@ class LazyGroup(click.Group):
     "trace": "adaptd.daemon.cli.reads:trace",
     "trainset": "adaptd.daemon.cli.optimize:trainset",
     "worker": "adaptd.daemon.cli.worker:worker",
-}, context_settings={"help_option_names": ["-h", "--help"]})
+}, context_settings={"help_option_names": ["-h", "--help"]}, epilog=(
+    "Environment: the commands that call the daemon read ADAPTD_URL and ADAPTD_TOKEN; up, replay and worker read"
+    " ADAPTD_CONFIG and every setting as ADAPTD_<NAME>; backtest, log and replay read ADAPTD_DATA_DIR. Each"
+    " command's --help names its own. Exit codes: 0 success; 1 runtime failure (the daemon down or refusing the"
+    " request, a rejected event, a failed job); 2 usage error (a bad flag or value, a bad config, a busy port,"
+    " an unusable data dir)."))
 @click.version_option(package_name="adaptd", message="adaptd %(version)s")
 def main() -> None:
     """adaptd: telemetry and adaptation daemon for DSPy and other LLM programs."""
 
 
-@main.command()
-@click.option("--config", "config", type=click.Path(path_type=Path), help="TOML config file (env ADAPTD_CONFIG).")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the log and DuckDB live.")
-@click.option("--host", help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, help="Port to bind (default 7710).")
-@click.option("--log", "log_url", help="Stream log: 'file' (embedded) or kafka://HOST:PORT.")
+@main.command(epilog=SETTINGS_ENV)
+@config_option
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="ADAPTD_DATA_DIR", show_envvar=True,
+              help="Where the log and DuckDB live (default .adaptd).")
+@click.option("--host", envvar="ADAPTD_HOST", show_envvar=True, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, envvar="ADAPTD_PORT", show_envvar=True, help="Port to bind (default 7710).")
+@click.option("--log", "log_url", envvar="ADAPTD_LOG__URL", show_envvar=True,
+              help="Stream log: 'file' (embedded) or kafka://HOST:PORT.")
 def up(config: Path | None, data_dir: Path | None, host: str | None, port: int | None, log_url: str | None) -> None:
-    """Start the daemon in the foreground (Ctrl+C / SIGTERM stops it gracefully)."""
+    """Start the daemon in the foreground (Ctrl+C / SIGTERM stops it gracefully).
+
+    Exit 2 when the config, the port, the data dir or the stream log cannot be used (one
+    line saying what to fix), 1 when the server fails after that.
+    """
     from adaptd.daemon.config import ConfigError, load_settings
     from adaptd.daemon.http.server import serve
 
@@ -77,12 +100,40 @@ def up(config: Path | None, data_dir: Path | None, host: str | None, port: int |
             settings.log.url = log_url
         if not settings.log.url.startswith(("file", "kafka://")):
             raise ConfigError(f"log url {settings.log.url!r} is not supported: use 'file' or kafka://HOST:PORT")
+        check_data_dir(Path(settings.data_dir))
         code = serve(settings)
     except ConfigError as exc:
         fail(str(exc))
-    except LogError as exc:  # e.g. Kafka unreachable or a topic missing
+    except LogError as exc:  # a file log in use or damaged, Kafka unreachable: the setup to fix, as a busy port
         fail(f"cannot open the stream log {settings.log.url!r}: {exc}")
+    except OSError as exc:  # a file of the data dir the runtime could not open
+        fail(f"cannot use {exc.filename or settings.data_dir}: {exc.strerror or exc}: fix it or pass another --data-dir")
     sys.exit(code)
+
+
+def check_data_dir(path: Path) -> None:
+    """Check, without creating anything, that ``path`` is a directory this process can
+    read and write, or that it can be created (its nearest existing parent is writable).
+
+    Raises:
+        ConfigError: it is a file, lies under a file, or is not readable and writable (the
+            message says which and what to change).
+    """
+    from adaptd.daemon.config import ConfigError
+
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"data dir {path} is a file, not a directory: pass another --data-dir")
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise ConfigError(f"data dir {path} is not readable and writable by this user: fix its permissions"
+                              " or pass another --data-dir")
+        return
+    parent = path.absolute().parent
+    while not parent.exists():  # bounded: the root exists
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot create data dir {path}: {parent} is not a writable directory:"
+                          " pass another --data-dir")
 
 
 @main.command()
@@ -90,27 +141,24 @@ def up(config: Path | None, data_dir: Path | None, host: str | None, port: int |
 @token_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
 def status(url: str, token: str | None, as_json: bool) -> None:
-    """Show the daemon's health and counters."""
+    """Show the daemon's health and counters as tables (--json: the raw answers)."""
     health = request(url, token, "GET", "/v1/health")
     stats = request(url, token, "GET", "/v1/stats")
     if as_json:
         click.echo(json.dumps({"health": health, "stats": stats}, indent=2))
         return
-    click.echo(f"adaptd {health.get('version')} at {url}: {health.get('status')}")
-    for key, value in stats.items():
-        if isinstance(value, dict):  # a group (e.g. processors): one line per figure
-            click.echo(f"  {key}:")
-            for sub, figure in value.items():
-                click.echo(f"    {sub:20} {json.dumps(figure) if isinstance(figure, (dict, list)) else figure}")
-        else:
-            click.echo(f"  {key:22} {value}")
+    from adaptd.daemon.cli.status_view import status_view
+    from adaptd.daemon.cli.tables import show
+
+    show(*status_view(url, health, stats))
 
 
-@main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="Data dir whose log to replay.")
+@main.command(epilog=SETTINGS_ENV)
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True, envvar="ADAPTD_DATA_DIR", show_envvar=True,
+              help="Data dir whose log to replay.")
 @click.option("--into", type=click.Path(path_type=Path), required=True, help="DuckDB file to build.")
 @click.option("--overwrite", is_flag=True, help="Replace --into if it exists.")
-@click.option("--config", "config", type=click.Path(path_type=Path),
+@click.option("--config", "config", type=click.Path(path_type=Path), envvar="ADAPTD_CONFIG", show_envvar=True,
               help="The daemon's TOML config (its [processors] settings are re-run).")
 @click.option("--no-derived", is_flag=True, help="Skip re-running the processors.")
 def replay(data_dir: Path, into: Path, overwrite: bool, config: Path | None, no_derived: bool) -> None:
@@ -206,7 +254,7 @@ def emit(url: str, token: str | None, payload: str | None, kind: str, program: s
     answer = request(url, token, "POST", "/v1/events", content=orjson.dumps([event]),
                       headers={"Content-Type": "application/json"})
     if answer.get("rejected"):
-        fail(f"event rejected: {answer['rejected'][0]['reason']}")
+        fail_runtime(f"event rejected: {answer['rejected'][0]['reason']}")
     click.echo(event["id"])
 
 
@@ -229,12 +277,12 @@ def tail(url: str, token: str | None, kind: str | None, program: str | None, fro
         ) as response:
             if response.status_code >= 400:
                 response.read()
-                fail(f"tail answered {response.status_code}: {detail(response)}")
+                refused("tail", response)
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     click.echo(line[6:])
     except httpx.TransportError as exc:
-        fail(f"cannot reach the daemon at {url} ({exc.__class__.__name__}): start it with `adaptd up` or pass --url")
+        unreachable(url, exc)
     except KeyboardInterrupt:
         pass
 

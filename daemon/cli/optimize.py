@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from adaptd.daemon.cli.common import client, detail, fail, request, token_option, url_option
+from adaptd.daemon.cli.common import client, fail, fail_runtime, refused, request, token_option, unreachable, url_option
 from adaptd.daemon.optimize.ensemble import MAX_K
 
 _FINAL = ("succeeded", "failed", "interrupted", "budget_exhausted")
@@ -75,7 +75,7 @@ def optimize(url: str, token: str | None, program: str, auto_select: bool, optim
             _print_recommendation(rec)
         return
     if rec.get("optimizer") is None:
-        fail(f"no optimizer fits {program!r}: {rec.get('error')}")
+        fail_runtime(f"no optimizer fits {program!r}: {rec.get('error')}")
     job_body = {k: v for k, v in body.items() if k != "optimizer"}
     job_body["optimizer"] = rec["optimizer"]
     job = request(url, token, "POST", "/v1/optimization/jobs", json=job_body)
@@ -88,6 +88,26 @@ def optimize(url: str, token: str | None, program: str, auto_select: bool, optim
     elif final is not None:
         click.echo(f"job {job['job_id']}: {final['status']}  score {final.get('score_before')} -> "
                    f"{final.get('score_after')}  {final.get('lm_calls')} LM calls  ${final.get('cost_usd')}")
+    if final is not None and wait_s is not None:
+        _exit_unless_succeeded([final], wait_s)
+
+
+def _exit_unless_succeeded(finals: list[dict[str, Any]], wait_s: float) -> None:
+    """Return when every job of ``finals`` (their latest rows after ``--wait``) succeeded;
+    else one line naming the others and exit 1, so ``adaptd optimize --wait`` can gate a
+    script (a job still running when the wait ended counts as not succeeded)."""
+    others = [f for f in finals if f["status"] != "succeeded"]
+    if others:
+        fail_runtime("; ".join(_not_succeeded(f, wait_s) for f in others))
+
+
+def _not_succeeded(final: dict[str, Any], wait_s: float) -> str:
+    """``job ID STATUS: error`` for a final job row, or that the wait ended first."""
+    if final["status"] not in _FINAL:
+        return f"job {final['job_id']} did not finish within --wait {wait_s:g} s (still {final['status']})"
+    details = final.get("details")
+    error = details.get("error") if isinstance(details, dict) else None
+    return f"job {final['job_id']} {final['status']}" + (f": {error}" if error else "")
 
 
 def _wait(url: str, token: str | None, job_id: str, wait_s: float) -> dict[str, Any]:
@@ -126,7 +146,7 @@ def _run_ensemble(url: str, token: str | None, body: dict[str, Any], k: int, rec
             click.echo(json.dumps(plan, indent=2))
         return
     if not plan["members"]:
-        fail(f"no optimizer fits {body['program']!r}: {plan['reasoning'][-1]}")
+        fail_runtime(f"no optimizer fits {body['program']!r}: {plan['reasoning'][-1]}")
     made = request(url, token, "POST", "/v1/optimization/jobs", json={**body, "ensemble": k})
     ids = [j["job_id"] for j in made["jobs"]]
     if not as_json:
@@ -139,12 +159,14 @@ def _run_ensemble(url: str, token: str | None, body: dict[str, Any], k: int, rec
         choice = _wait_choice(url, token, body["program"], made["ensemble_id"], deadline)
     if as_json:
         click.echo(json.dumps({"plan": plan, "ensemble": made, "final": finals, "choice": choice}, indent=2))
-        return
-    for f in finals:
-        click.echo(f"job {f['job_id']} ({f['optimizer']}): {f['status']}  score {f.get('score_before')} -> "
-                   f"{f.get('score_after')}  {f.get('lm_calls')} LM calls  ${f.get('cost_usd')}")
-    if choice is not None:
-        click.echo(f"kept: {choice['details'].get('version') or 'nothing'} ({choice['reason']})")
+    else:
+        for f in finals:
+            click.echo(f"job {f['job_id']} ({f['optimizer']}): {f['status']}  score {f.get('score_before')} -> "
+                       f"{f.get('score_after')}  {f.get('lm_calls')} LM calls  ${f.get('cost_usd')}")
+        if choice is not None:
+            click.echo(f"kept: {choice['details'].get('version') or 'nothing'} ({choice['reason']})")
+    if wait_s is not None and not any(f["status"] == "succeeded" for f in finals):
+        _exit_unless_succeeded(finals, wait_s)  # the ensemble failed only when no member succeeded
 
 
 def _wait_choice(url: str, token: str | None, program: str, ensemble_id: str, deadline: float
@@ -187,9 +209,9 @@ def export(url: str, token: str | None, program: str, output: Path | None, thres
         with client(url, token) as http:
             response = http.get(f"/v1/optimization/programs/{program}/trainset", params=params)
     except httpx.TransportError as exc:
-        fail(f"cannot reach the daemon at {url} ({exc.__class__.__name__}): start it with `adaptd up` or pass --url")
+        unreachable(url, exc)
     if response.status_code >= 400:
-        fail(f"trainset export answered {response.status_code}: {detail(response)}")
+        refused("trainset export", response)
     path = output or Path(f"{program}.jsonl")
     if str(path) == "-":
         click.get_binary_stream("stdout").write(response.content)

@@ -1,48 +1,29 @@
 """``adaptd executions``, ``adaptd trace ID``, ``adaptd signals`` and ``adaptd routing
 PROGRAM``: the daemon's read API as tables (rich) or, with ``--json``, its raw answers.
 
-Every command is a client of the HTTP API (``--url`` / ``--token``); a failure the user
-can fix (daemon down, refused token, bad filter, unknown program) prints one line and
-exits 2.  The renderers (``*_table``, ``trace_tree``) are pure: rows in, rich renderable out.
+Every command is a client of the HTTP API (``--url`` / ``--token``); a failure prints one
+line and exits 2 for a bad flag or filter value, 1 when the daemon is down or refuses
+(token, unknown program or id).  The renderers (``*_table``, ``trace_tree``) are pure:
+rows in, rich renderable out.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import click
 
-from adaptd.daemon.cli.common import fail, request, token_option, url_option
+from adaptd.daemon.cli.common import request, token_option, url_option
+from adaptd.daemon.cli.tables import rich_module as _rich
+from adaptd.daemon.cli.tables import show as _print
+from adaptd.daemon.cli.tables import table as _table
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
 _limit_option = click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
                              help="Most rows.")
-
-
-def _rich() -> Any:
-    """The ``rich`` module, or exit 2 saying how to get it (it comes with the dashboard's extra)."""
-    try:
-        import rich
-        import rich.box
-        import rich.console
-        import rich.table
-        import rich.tree
-    except ImportError:
-        fail("tables need the 'rich' package: pip install rich (or pass --json)")
-    return rich
-
-
-def _print(renderable: Any) -> None:
-    """Print to stdout; not a terminal (a pipe, a test): wide lines, no colour codes."""
-    console = _rich().console.Console(
-        width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200")),
-        no_color=not sys.stdout.isatty(), highlight=False)
-    console.print(renderable)
 
 
 def _echo_json(answer: Any) -> None:
@@ -80,18 +61,6 @@ def _tokens(row: dict[str, Any]) -> str:
     if row.get("tokens_in") is None and row.get("tokens_out") is None:
         return "-"
     return str((row.get("tokens_in") or 0) + (row.get("tokens_out") or 0))
-
-
-def _table(title: str | None, columns: list[str], rows: list[list[str]], right: set[str]) -> Any:
-    rich = _rich()
-    # header underlined, no vertical rules: lines stay easy to read and to grep
-    out = rich.table.Table(title=title, title_justify="left", box=rich.box.SIMPLE_HEAD, show_edge=False,
-                           pad_edge=False)
-    for name in columns:
-        out.add_column(name, justify="right" if name in right else "left", no_wrap=name in ("id", "ts"))
-    for row in rows:
-        out.add_row(*row)
-    return out
 
 
 # ---------------------------------------------------------------- renderers (pure)
@@ -155,16 +124,17 @@ def trace_tree(answer: dict[str, Any]) -> Any:
     head = (f"{top.get('program')} {_ts(top.get('ts'))}: {answer['executions']} executions,"
             f" {answer['lm_calls']} LM calls, {answer['feedback']} feedback"
             + (" (truncated)" if answer.get("truncated") else ""))
-    root = rich.tree.Tree(head)
+    escape = rich.markup.escape  # labels are data ("KeyError: [x]"), not rich markup
+    root = rich.tree.Tree(escape(head))
     pending = [(root, top)]
     while pending:  # bounded: the answer holds at most 5000 executions
         parent, node = pending.pop()
-        branch = parent.add(_execution_label(node))
+        branch = parent.add(escape(_execution_label(node)))
         for call in node.get("lm_calls", []):
-            branch.add(_lm_label(call))
+            branch.add(escape(_lm_label(call)))
         for note in node.get("feedback", []):
-            branch.add(f"feedback {note.get('metric') or '-'} = {_num(note.get('score'), '.3g')}"
-                       f" {note.get('label') or ''}".rstrip())
+            branch.add(escape(f"feedback {note.get('metric') or '-'} = {_num(note.get('score'), '.3g')}"
+                              f" {note.get('label') or ''}".rstrip()))
         pending.extend((branch, child) for child in reversed(node.get("children", [])))
     return root
 
@@ -190,7 +160,7 @@ def trace_tree(answer: dict[str, Any]) -> Any:
 def executions(url: str, token: str | None, program: str | None, module: str | None, route: str | None,
                status: str | None, trace_id: str | None, root_id: str | None, session_id: str | None,
                since: str | None, until: str | None, cursor: str | None, limit: int, as_json: bool) -> None:
-    """List executions, newest first (environment: ADAPTD_URL, ADAPTD_TOKEN).
+    """List executions, newest first.
 
     `adaptd trace ID` shows one of them with everything below it.
     """
@@ -207,7 +177,7 @@ def executions(url: str, token: str | None, program: str | None, module: str | N
 @_json_option
 def trace(url: str, token: str | None, execution_id: str, as_json: bool) -> None:
     """Show execution EXECUTION_ID with every execution below it, their LM calls and
-    feedback (environment: ADAPTD_URL, ADAPTD_TOKEN)."""
+    feedback."""
     answer = request(url, token, "GET", f"/v1/executions/{quote(execution_id, safe='')}/tree")
     if as_json:
         _echo_json(answer)
@@ -226,8 +196,7 @@ def trace(url: str, token: str | None, execution_id: str, as_json: bool) -> None
 @_json_option
 def signals(url: str, token: str | None, program: str | None, signal_type: str | None, state: str | None,
             since: str | None, limit: int, as_json: bool) -> None:
-    """List anomaly, drift and breaker signals, newest first (environment: ADAPTD_URL,
-    ADAPTD_TOKEN)."""
+    """List anomaly, drift and breaker signals, newest first."""
     answer = request(url, token, "GET", "/v1/signals", params=_params(
         program=program, signal_type=signal_type, state=state, since=since, limit=limit))
     _show_list(answer, as_json, signals_table, "signals")
@@ -239,8 +208,7 @@ def signals(url: str, token: str | None, program: str | None, signal_type: str |
 @click.argument("program")
 @_json_option
 def routing(url: str, token: str | None, program: str, as_json: bool) -> None:
-    """Show PROGRAM's current routing table and each route's breaker (environment:
-    ADAPTD_URL, ADAPTD_TOKEN)."""
+    """Show PROGRAM's current routing table and each route's breaker."""
     path = f"/v1/routing/{quote(program, safe='')}"
     table = request(url, token, "GET", path)
     breakers = request(url, token, "GET", f"{path}/breakers")

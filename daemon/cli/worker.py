@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from adaptd.daemon.cli.common import fail
+from adaptd.daemon.cli.common import SETTINGS_ENV, config_option, fail
 from adaptd.daemon.config import ConfigError, load_settings
 from adaptd.streams.log.base import LogError
 
@@ -37,9 +37,10 @@ def events_partitions(servers: str, namespace: str, timeout: float) -> int:
         log.close()
 
 
-@click.command()
-@click.option("--log", "log_url", help="kafka://HOST:PORT[,HOST:PORT...][/NAMESPACE] (default: the config's log.url).")
-@click.option("--config", "config", type=click.Path(path_type=Path), help="TOML config file (env ADAPTD_CONFIG).")
+@click.command(epilog=SETTINGS_ENV)
+@click.option("--log", "log_url", envvar="ADAPTD_LOG__URL", show_envvar=True,
+              help="kafka://HOST:PORT[,HOST:PORT...][/NAMESPACE] (default: the config's log.url).")
+@config_option
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Faust's working directory (default: data_dir/worker-PID).")
 @click.option("--commit-interval", type=click.FloatRange(0.1, 60), default=2.0, show_default=True,
               help="Seconds between source-offset commits.")
