@@ -127,6 +127,8 @@ def test_cli_auto_selects_an_optimizer_and_exports_the_harvested_trainset(shared
     piped = run_cli("trainset", "export", "harvested", "-o", "-", "--url", daemon.url)
     assert piped.returncode == 0 and "duplicates" in piped.stderr
     assert piped.stdout == out.read_text()  # `-o - > file` holds the examples and nothing else
+    default = run_cli("trainset", "export", "harvested", "--url", daemon.url)  # no -o: data to stdout
+    assert default.returncode == 0 and default.stdout == out.read_text() and "duplicates" in default.stderr
     rec = run_cli("optimize", "harvested", "--auto-select", "--recommend-only", "--url", daemon.url)
     assert rec.returncode == 0 and "optimizer: BootstrapFewShot" in rec.stdout and "alternatives:" in rec.stdout
     ran = run_cli("optimize", "harvested", "--optimizer", "BootstrapFewShotWithRandomSearch", "--wait", "60", "--url", daemon.url)

@@ -191,14 +191,15 @@ def trainset() -> None:
 @token_option
 @click.argument("program")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="File to write (default PROGRAM.jsonl); - writes the JSONL to standard output.")
+              help="File to write; without it (or with -) the JSONL goes to standard output.")
 @click.option("--threshold", type=float, help="Feedback score an execution needs (default: config).")
 @click.option("-n", "--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 def export(url: str, token: str | None, program: str, output: Path | None, threshold: float | None,
            limit: int) -> None:
-    """Write PROGRAM's harvested examples (feedback above the threshold, deduplicated) as JSONL.
+    """Write PROGRAM's harvested examples (feedback above the threshold, deduplicated) as JSONL,
+    to standard output unless ``-o FILE`` is given.
 
-    The summary line goes to standard error, so ``-o - > file`` holds only the examples.
+    The summary line goes to standard error, so ``> file`` holds only the examples.
     """
     import httpx
 
@@ -212,7 +213,7 @@ def export(url: str, token: str | None, program: str, output: Path | None, thres
         unreachable(url, exc)
     if response.status_code >= 400:
         refused("trainset export", response)
-    path = output or Path(f"{program}.jsonl")
+    path = output or Path("-")
     if str(path) == "-":
         click.get_binary_stream("stdout").write(response.content)
         where = "standard output"
