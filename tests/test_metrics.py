@@ -195,3 +195,25 @@ def test_an_empty_stats_dict_maps_to_valid_text_without_a_series() -> None:
     text = exposition(dict, tenants=[]).decode()
     assert parse(text) == {}
     assert "# HELP adaptd_events_acked_total" in text  # the families are declared, empty
+
+
+def test_ten_thousand_programs_add_no_series_so_label_cardinality_stays_bounded(daemon: InProcessDaemon) -> None:
+    def series() -> Samples:
+        return parse(scrape(daemon, OPS).text)
+
+    def caught_up(expected: int) -> Samples | None:
+        samples = series()
+        done = value(samples, "adaptd_projector_lag") == 0 and value(samples, "adaptd_events_projected_total") == expected
+        return samples if done else None
+
+    before = wait_until(lambda: caught_up(5), timeout=30)
+    programs = [f"flood-{i}" for i in range(10_000)]
+    for start in range(0, len(programs), 2_000):
+        answer = httpx.post(f"{daemon.url}/v1/events", json=[_execution(p) for p in programs[start:start + 2_000]],
+                            headers={"Authorization": f"Bearer {ACME}"}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["accepted"] == 2_000, answer.text
+    after = wait_until(lambda: caught_up(10_005), timeout=120)
+    labels = {k for _, pairs in after for k, _ in pairs}
+    assert "program" not in labels and not any(v.startswith("flood-") for _, pairs in after for _, v in pairs)
+    # a flood of names moves values, not the number of series
+    assert len(after) <= len(before) + 20, sorted({name for name, _ in after} - {name for name, _ in before})
