@@ -159,6 +159,7 @@ def test_late_events_are_counted_and_left_out_of_closed_windows_but_kept_in_open
     state, out, proc = run(events)
     assert [w["count"] for w in windows_of(out, "10s")] == [1]
     assert proc.metrics(state)["late"] == {"10s": 1, "1m": 0, "1h": 0}
+    assert proc.metrics(state)["late_by_program"] == {"acme/qa": 1}
     out = flush(proc, state, 3600)
     (minute,) = windows_of(out, "1m")
     assert minute["count"] == 4 and minute["errors"] == 1
@@ -275,3 +276,16 @@ def test_history_endpoint_and_cli_against_a_real_daemon(daemon_factory) -> None:
     wrong = run_cli("history", "qa", "--url", daemon.url, "--window", "2h")
     assert wrong.returncode == 2 and "unknown window '2h'" in wrong.stderr
     assert daemon.stop() == 0
+
+
+def test_late_events_are_counted_per_program_and_a_flood_of_names_stays_bounded() -> None:
+    from adaptd.streams.processors.history.state import LATE_PROGRAMS
+
+    events = [ev("execution", 100)]  # watermark 95 s: every window before [90, 100) is closed
+    events += [ev("execution", 1, program=f"p{i}") for i in range(LATE_PROGRAMS + 5)]  # each late, a new name
+    events += [ev("execution", 2, program="p0")] * 1
+    state, _, proc = run(events)
+    assert len(state.late_by_program) == LATE_PROGRAMS + 1  # the first pairs, and one shared count
+    assert state.late_by_program[("", "(other programs)")] == 5 and state.late_by_program[("acme", "p0")] == 2
+    shown = proc.metrics(state)["late_by_program"]
+    assert len(shown) == 50 and list(shown)[:2] == ["/(other programs)", "acme/p0"]  # most late first

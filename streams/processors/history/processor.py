@@ -75,7 +75,9 @@ from adaptd.streams.processors.history.state import (
     F_TOKENS_IN,
     F_TOKENS_OUT,
     GONE,
+    LATE_PROGRAMS,
     NF,
+    OTHER_PROGRAMS,
     HistoryState,
     Key,
     KeyBudget,
@@ -135,7 +137,7 @@ class HistoryProcessor:
         self.max_keys = max_keys_per_tenant
 
     def config(self) -> dict[str, Any]:
-        return {"version": 2, "windows": list(self.windows), "alpha": ALPHA,
+        return {"version": 3, "windows": list(self.windows), "alpha": ALPHA,
                 "dedupe_events": self.dedupe_events, "join_events": self.join_events,
                 "max_keys_per_tenant": self.max_keys, "key_idle_us": self.key_idle_us}
 
@@ -149,6 +151,9 @@ class HistoryProcessor:
             "keys": len(state.keys),
             **state.budget.metrics(),
             "late": {t.name: t.late for t in state.tables},
+            # the programs with the most late events (those stored but left out of closed windows)
+            "late_by_program": {f"{tenant}/{program}": n for (tenant, program), n in sorted(
+                state.late_by_program.items(), key=lambda item: (-item[1], item[0]))[:50]},
             "open_windows": {t.name: t.open_windows() for t in state.tables},
             "windows_emitted": {t.name: t.emitted for t in state.tables},
             "duplicates": state.duplicates,
@@ -357,12 +362,27 @@ class HistoryProcessor:
         key[rows[ok]] = found[ok] >> _SEQ_BITS
         state.feedback_unmatched += int(len(rows) - ok.sum())
 
+    @staticmethod
+    def _count_late(state: HistoryState, batch: EventBatch, rows: np.ndarray) -> None:
+        """Count ``rows`` (late for the smallest window) per (tenant, program); pairs beyond
+        ``LATE_PROGRAMS`` share ``OTHER_PROGRAMS`` (the first pairs seen keep their own)."""
+        counts = state.late_by_program
+        tenants, programs = batch.tenant.take(rows), batch.program.take(rows)
+        for i in range(len(rows)):
+            pair = (tenants.get(i) or "default", programs.get(i) or "")
+            if pair not in counts and len(counts) >= LATE_PROGRAMS:
+                pair = OTHER_PROGRAMS
+            counts[pair] = counts.get(pair, 0) + 1
+
     def _aggregate(self, state: HistoryState, batch: EventBatch, rows: np.ndarray, key: np.ndarray) -> None:
         tables, sizes = state.tables, self.sizes_us
         ts, wm = batch.ts[rows], batch.wm[rows]
         level = late_levels(ts, wm, sizes)
         for i, table in enumerate(tables):
             table.late += int((level > i).sum())
+        late = rows[level > 0]
+        if len(late):
+            self._count_late(state, batch, late)
         on = level < len(sizes)
         if not on.all():
             rows, key, ts, level = rows[on], key[on], ts[on], level[on]

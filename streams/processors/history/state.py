@@ -30,6 +30,9 @@ from adaptd.streams.processors.keys import (  # noqa: F401  (re-exported for the
 NF = 11
 #: Error types counted per window (beyond this many distinct types they count as "other").
 ERROR_TYPES = 1 << 16
+#: Most (tenant, program) pairs whose late events are counted apart; the rest share one count.
+LATE_PROGRAMS = 1000
+OTHER_PROGRAMS = ("", "(other programs)")
 
 
 def _empty(dtype: type = np.int64) -> np.ndarray:
@@ -154,3 +157,6 @@ class HistoryState:
     born: np.ndarray = field(default_factory=_empty)
     duplicates: int = 0
     feedback_unmatched: int = 0
+    #: (tenant, program) -> events late for the smallest window; at most ``LATE_PROGRAMS``
+    #: pairs, later ones counted under ``OTHER_PROGRAMS`` (a flood of names stays bounded).
+    late_by_program: dict[tuple[str, str], int] = field(default_factory=dict)
