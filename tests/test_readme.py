@@ -108,9 +108,10 @@ def shell_script(block: Block, url: str, data_dir: Path, scratch: Path) -> str:
     for ln in block.text.splitlines():
         if any(key in ln for key in SKIP_LINES):
             continue
+        # README paths first: the paths put in below may themselves lie under /tmp/
+        ln = ln.replace("/tmp/", f"{scratch}/").replace("--data-dir .adaptd", f"--data-dir {data_dir}")
         ln = address(ln, url).replace(".venv/bin/adaptd", str(adaptd_bin))
         ln = ln.replace("curl -s ", "curl -sS --fail-with-body ")
-        ln = ln.replace("/tmp/", f"{scratch}/").replace("--data-dir .adaptd", f"--data-dir {data_dir}")
         lines.append(ln)
     return "\n".join(lines) + "\n"
 
