@@ -128,7 +128,11 @@ class Sink:
         return not (self._stop.is_set() and time.monotonic() >= self._deadline)
 
     def deliver(self, event: dict, body: bytes) -> str | None:
-        """Deliver one signal; return None on success, else the reason it failed."""
+        """Deliver one signal; return None on success, else the reason it failed.
+
+        Every sink class overrides this (the webhook, Slack, PagerDuty, Apprise, command
+        and file sinks); the base class has nothing to deliver to.
+        """
         raise NotImplementedError
 
     def close(self) -> None:

@@ -58,6 +58,7 @@ class Pipeline:
         self.processors = list(processors)
         sources = [p for p in processors if getattr(p, "upstream", None) is None]
         self.kinds = frozenset().union(*(p.kinds for p in sources)) if sources else frozenset()
+        self._parse_kinds = self.kinds | {TICK_KIND}  # ticks move the watermark, then leave the batch
         self.columns = frozenset().union(*(getattr(p, "columns", frozenset()) for p in sources))
         # Derived kinds a source processor also reads (the routing policy: signals and
         # admin actions), handed over as decoded dicts in ``batch.extra["_raw"]``.
@@ -85,7 +86,7 @@ class Pipeline:
             Exception: a processor failed; ``states`` may be half-updated, so the caller
                 must drop them and reload stored ones.
         """
-        parsed = parse_records(records, self.kinds | {TICK_KIND}, self.columns)
+        parsed = parse_records(records, self._parse_kinds, self.columns)
         batch = parsed.batch
         if self.raw_kinds:
             batch.extra["_raw"] = raw_events(records, self.raw_kinds)
